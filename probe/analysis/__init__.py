@@ -1,0 +1,1 @@
+"""Analysis: similarity measures between layer representations."""

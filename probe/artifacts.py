@@ -1,0 +1,131 @@
+"""The one place that knows the ``artifacts/`` layout, manifests and atomic writes.
+
+Layout (see ``artifacts/README.md``)::
+
+    artifacts/
+      models/<name>/               plain HF folders converted from embedded weights
+      variants/<model>/<preset>/   compressed variants (later stages)
+      eval/<model>/<variant>/      evaluation results
+
+Every artifact folder is written under a temporary sibling name and renamed into place only
+when complete, so an interrupted run never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, is_dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+_TRACKED_PACKAGES = (
+    "probe", "torch", "transformers", "transformer-lens", "llmcompressor",
+    "compressed-tensors", "peft", "numpy",
+)
+
+
+def artifacts_root() -> Path:
+    """Root of all outputs: ``$PROBE_ARTIFACTS`` or ``./artifacts``."""
+    return Path(os.environ.get("PROBE_ARTIFACTS", "artifacts")).resolve()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine an artifact's content."""
+    out = {}
+    for name in _TRACKED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def spec_hash(spec: Any, length: int = 12) -> str:
+    """Stable short hash of a spec (dataclass or JSON-able value)."""
+    text = json.dumps(_jsonable(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_hash(path: Path, length: int = 16) -> str:
+    """sha256 of a file's bytes, shortened."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def build_manifest(kind: str, spec: Any, parents: dict[str, str] | None = None, **extra: Any) -> dict:
+    """A manifest dict: schema, kind, spec and its hash, parents, versions, time, status."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "spec": _jsonable(spec),
+        "spec_hash": spec_hash(spec),
+        "parents": parents or {},
+        "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": "complete",
+        **_jsonable(extra),
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a finished artifact, or None when absent or unfinished."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data if data.get("status") == "complete" else None
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``final`` only if the block completes.
+
+    On any exception the temporary folder is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        if not overwrite:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(f"{final} already exists")
+        shutil.rmtree(final)
+    os.replace(tmp, final)

@@ -1,0 +1,1 @@
+"""Evaluation: knowledge accuracy on probes and perplexity on held-out text."""

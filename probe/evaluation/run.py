@@ -1,0 +1,104 @@
+"""`probe eval`: knowledge accuracy of a variant on a probe set, per relation, with intervals."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from probe.artifacts import artifacts_root, build_manifest, write_json_atomic
+from probe.knowledge.loaders import load_probes
+from probe.knowledge.schema import ProbeSet
+from probe.knowledge.scoring import FactScore, score_facts
+from probe.variants import LoadedVariant, VariantSpec, load_variant, model_key, preflight_variant
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    variant: VariantSpec
+    probes: str = "builtin"
+    split: str = "eval"
+    relations: tuple[str, ...] = ()
+    template: int = 0
+    batch_size: int = 32
+    perplexity: bool = False
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion k/n."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def select_probes(spec: EvalSpec) -> ProbeSet:
+    probes = load_probes(spec.probes).split(spec.split)
+    return probes.select_relations(spec.relations) if spec.relations else probes
+
+
+def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded: LoadedVariant,
+              ppl: float | None) -> dict:
+    """The eval result as one JSON-able dict (the `--json` output and the saved artifact)."""
+    n = len(scores)
+    by_rel: dict[str, list[FactScore]] = defaultdict(list)
+    for s in scores:
+        by_rel[s.relation].append(s)
+    known = [s.fact_id for s in scores if s.known]
+    return {
+        "model": model_key(spec.variant.model),
+        "variant": spec.variant.variant,
+        "compression": spec.variant.compression,
+        "probes": probes.name,
+        "probe_hash": probes.content_hash(),
+        "split": spec.split,
+        "template": spec.template,
+        "n_facts": n,
+        "n_relations": len(by_rel),
+        "top1_accuracy": len(known) / n,
+        "top1_ci95": wilson_interval(len(known), n),
+        "mc_accuracy": sum(s.mc_correct for s in scores) / n,
+        "mc_norm_accuracy": sum(s.mc_norm_correct for s in scores) / n,
+        "exact_match": sum(s.exact_match for s in scores) / n,
+        "perplexity": ppl,
+        "per_relation": {r: sum(s.known for s in v) / len(v) for r, v in sorted(by_rel.items())},
+        "per_relation_detail": {
+            r: {"n": len(v), "top1": sum(s.known for s in v) / len(v),
+                "mc": sum(s.mc_correct for s in v) / len(v),
+                "exact_match": sum(s.exact_match for s in v) / len(v)}
+            for r, v in sorted(by_rel.items())
+        },
+        "known_ids": known,
+        "parents": loaded.parents,
+        "facts": [asdict(s) for s in scores],
+    }
+
+
+def result_path(result: dict) -> Path:
+    label = result["variant"] if result["compression"] is None else f"{result['compression']}-{result['variant']}"
+    return (artifacts_root() / "eval" / result["model"] / label
+            / f"{result['probes'].replace(':', '-')}-t{result['template']}.json")
+
+
+def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None) -> dict:
+    """Score the variant on the selected probes; save and return the result dict."""
+    if loaded is None:
+        preflight_variant(spec.variant)
+    probes = select_probes(spec)
+    loaded = loaded or load_variant(spec.variant)
+    base = loaded.base
+    scores = score_facts(probes.facts, base.tokenizer, loaded.logits_fn, device=base.device,
+                         max_positions=base.max_positions, template=spec.template,
+                         batch_size=spec.batch_size, desc=f"Scoring {len(probes)} facts")
+    ppl = None
+    if spec.perplexity:
+        from probe.evaluation.perplexity import heldout_text, perplexity
+
+        ppl = perplexity(base.tokenizer, loaded.logits_fn, heldout_text(), device=base.device)
+    result = summarise(scores, spec, probes, loaded, ppl)
+    write_json_atomic(result_path(result), {**result, "manifest": build_manifest("eval", spec)})
+    return result

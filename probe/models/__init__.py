@@ -1,0 +1,1 @@
+"""Models: the registry of names, loading from local weights, and hooked wrappers."""

@@ -1,0 +1,78 @@
+"""Variants: a base model plus compression plus recovery, loaded as one runnable model.
+
+A variant is named by ``--variant`` and, except for the original, ``--compression PRESET``.
+Compressed variants live under ``artifacts/variants/<model>/<preset>/`` as plain HF folders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from probe.artifacts import artifacts_root, read_manifest
+from probe.config import ModelSpec
+from probe.errors import ProbeError
+from probe.knowledge.scoring import LogitsFn, hf_logits_fn
+from probe.models.load import LoadedModel, load_model, preflight
+
+VARIANTS = ("original", "compressed")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Which variant of which model."""
+
+    model: ModelSpec
+    variant: str = "original"
+    compression: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ProbeError(f"unknown variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
+        if self.variant != "original" and not self.compression:
+            raise ProbeError(f"variant {self.variant!r} needs --compression PRESET (e.g. gptq3)")
+
+    @property
+    def label(self) -> str:
+        return self.variant if self.variant == "original" else f"{self.compression}/{self.variant}"
+
+
+@dataclass
+class LoadedVariant:
+    spec: VariantSpec
+    base: LoadedModel
+    logits_fn: LogitsFn
+    parents: dict[str, str]
+
+
+def model_key(spec: ModelSpec) -> str:
+    """Folder-safe name of the base model (registry name or the folder's name)."""
+    return spec.name if "/" not in spec.name else Path(spec.name).name
+
+
+def variant_dir(model: ModelSpec, compression: str) -> Path:
+    return artifacts_root() / "variants" / model_key(model) / compression
+
+
+def preflight_variant(spec: VariantSpec) -> None:
+    """Cheap checks (model weights, device, variant built) before any heavy work."""
+    preflight(spec.model)
+    if spec.variant != "original" and read_manifest(variant_dir(spec.model, spec.compression or "")) is None:
+        raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model.name} is not built: run "
+                         f"`probe compress --model {spec.model.name} --method {spec.compression}`")
+
+
+def load_variant(spec: VariantSpec) -> LoadedVariant:
+    """Load the variant's model; a variant that was never built is a clear error."""
+    if spec.variant == "original":
+        base = load_model(spec.model)
+        return LoadedVariant(spec, base, hf_logits_fn(base.model), {"model": base.model_hash})
+    folder = variant_dir(spec.model, spec.compression or "")
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model.name} is not built: run "
+                         f"`probe compress --model {spec.model.name} --method {spec.compression}`")
+    base = load_model(replace(spec.model, name=str(folder), model_path=None))
+    base.name = model_key(spec.model)
+    return LoadedVariant(spec, base, hf_logits_fn(base.model),
+                         {"model": manifest.get("parents", {}).get("model", ""), "compressed": manifest["spec_hash"]})

@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests never touch the network and write artifacts under a temp root."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path
+
+import pytest
+
+# SmolLM2 is converted once per machine into this cache and reused by every session.
+SHARED_ARTIFACTS = Path(os.environ.get("PROBE_TEST_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty artifacts root for tests that write artifacts."""
+    root = tmp_path / "artifacts"
+    monkeypatch.setenv("PROBE_ARTIFACTS", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """The converted SmolLM2 HF folder, converted once into the shared artifacts cache."""
+    from probe.models.load import smollm2_folder as convert
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROBE_ARTIFACTS", str(SHARED_ARTIFACTS))
+    try:
+        return convert()
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def smollm2_artifacts(artifacts, smollm2_folder) -> Path:
+    """A fresh artifacts root in which the converted SmolLM2 is already present."""
+    (artifacts / "models").mkdir(parents=True)
+    (artifacts / "models" / "smollm2-135m").symlink_to(smollm2_folder)
+    return artifacts
+
+
+def load_smollm2(smollm2_folder: Path, **kwargs):
+    from probe.config import ModelSpec
+    from probe.models.load import load_model
+
+    return load_model(ModelSpec(str(smollm2_folder), dtype="float32", **kwargs))

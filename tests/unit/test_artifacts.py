@@ -1,0 +1,51 @@
+"""Atomic artifact folders and manifests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from probe.artifacts import atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
+from probe.config import ModelSpec
+
+
+def test_atomic_dir_publishes_only_on_success(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+        (tmp / "half.bin").write_text("x")
+        raise RuntimeError("interrupted")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(final) as tmp:
+        (tmp / "whole.bin").write_text("x")
+    assert (final / "whole.bin").read_text() == "x"
+
+
+def test_atomic_dir_refuses_to_overwrite_unless_asked(tmp_path):
+    final = tmp_path / "out"
+    with atomic_dir(final) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(FileExistsError), atomic_dir(final) as tmp:
+        (tmp / "a").write_text("2")
+    assert (final / "a").read_text() == "1"
+    with atomic_dir(final, overwrite=True) as tmp:
+        (tmp / "a").write_text("2")
+    assert (final / "a").read_text() == "2"
+
+
+def test_manifest_roundtrip_and_status(tmp_path):
+    spec = ModelSpec("tiny-llama")
+    m = build_manifest("model", spec, parents={"x": "y"})
+    assert m["spec_hash"] == spec_hash(spec) and m["spec"]["name"] == "tiny-llama"
+    assert "torch" in m["versions"]
+    write_json_atomic(tmp_path / "manifest.json", m)
+    assert read_manifest(tmp_path)["parents"] == {"x": "y"}
+    write_json_atomic(tmp_path / "manifest.json", {**m, "status": "running"})
+    assert read_manifest(tmp_path) is None
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "running"
+
+
+def test_spec_hash_changes_with_spec():
+    assert spec_hash(ModelSpec("a")) != spec_hash(ModelSpec("b"))
+    assert spec_hash(ModelSpec("a")) == spec_hash(ModelSpec("a"))
