@@ -7,8 +7,8 @@ Cases (all in one process, float64 arithmetic on both sides):
 2. n = 50,000, d = 4,096, ours streamed over row chunks with :class:`LinearCKAAccumulator`.
    ``ckatorch.cka_base`` would need two 50,000² float64 Gram matrices (20 GB each) plus centred
    copies, which this machine cannot hold, so it is compared on what it can do:
-   a. its minibatch mode ``cka_batch`` on 50 batches of 1,000 rows vs our ``minibatch_cka`` on the
-      same batches (the same estimator, so the values must agree);
+   a. its minibatch mode ``cka_batch`` on ``--mb-batches`` batches of 1,000 rows (default 10) vs our
+      ``minibatch_cka`` on the same batches (the same estimator, so the values must agree);
    b. its full ``cka_base`` on the first ``--full-n`` rows vs ours on the same rows.
 
 Run: ``.venv/bin/python benchmarks/bench_cka.py`` (a few minutes on 2 cores; ``--quick`` for a smoke
@@ -121,6 +121,7 @@ def machine() -> dict[str, Any]:
         "cpu_affinity": len(os.sched_getaffinity(0)), "ram_gib": psutil.virtual_memory().total / GIB,
         "numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "ckatorch": metadata.version("ckatorch"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "loadavg_1m_start": os.getloadavg()[0],  # other work on the machine inflates the timings
     }
 
 
@@ -136,7 +137,7 @@ def small_case(n: int, d: int, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
-def large_case(n: int, d: int, batch: int, full_n: int, repeats: int,
+def large_case(n: int, d: int, batch: int, mb_batches: int, full_n: int, repeats: int, stream_repeats: int,
                ram_gib: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     t0 = time.perf_counter()
     x, y = make_pair(n, d, seed=1)
@@ -144,20 +145,24 @@ def large_case(n: int, d: int, batch: int, full_n: int, repeats: int,
     print(f"\ngenerated n={n}, d={d} float32 pair ({inputs_gib:.2f} GiB) in {time.perf_counter() - t0:.1f}s")
     chunk = 2048
 
+    debiased_value: list[float] = []
+
     def ours_streamed() -> float:
-        acc = LinearCKAAccumulator()
+        acc = LinearCKAAccumulator(debiased=True)  # keeps the few extra sums; gives both forms
         for s in range(0, n, chunk):  # as activations would arrive batch by batch
             acc.update(x[s:s + chunk], y[s:s + chunk])
-        return acc.compute()
+        debiased_value.append(acc.compute(debiased=True))
+        return acc.compute(debiased=False)
 
     tracemalloc.start()
-    streamed = timed(ours_streamed, repeats)
+    streamed = timed(ours_streamed, stream_repeats)
     streamed["tracemalloc_peak_gib"] = tracemalloc.get_traced_memory()[1] / GIB
     tracemalloc.stop()
+    streamed["debiased_value"] = debiased_value[-1]
     gram_gib = 2 * n**2 * 8 / GIB
     print(f"\n[n={n}, d={d}, streamed in chunks of {chunk} rows]")
-    print(f"  ours     value={streamed['value']:.12f}  median={streamed['median_s']:.3f}s  "
-          f"times={[round(t, 2) for t in streamed['times_s']]}")
+    print(f"  ours     value={streamed['value']:.12f} (debiased {streamed['debiased_value']:.12f})  "
+          f"median={streamed['median_s']:.3f}s  times={[round(t, 2) for t in streamed['times_s']]}")
     print(f"  ours     peak memory: tracemalloc {streamed['tracemalloc_peak_gib']:.3f} GiB, RSS growth "
           f"{streamed['peak_rss_growth_gib']:.3f} GiB (inputs, {inputs_gib:.2f} GiB, not counted)")
     note = (f"cka_base not run: needs two {n}x{n} float64 Gram matrices ({gram_gib:.0f} GiB) plus centred "
@@ -167,7 +172,7 @@ def large_case(n: int, d: int, batch: int, full_n: int, repeats: int,
              "ckatorch_note": note}
 
     # a. minibatch mode on the same batches
-    nb = n // batch
+    nb = min(mb_batches, n // batch)
     xb, yb = x[: nb * batch].reshape(nb, batch, d), y[: nb * batch].reshape(nb, batch, d)
     tbx, tby = torch.from_numpy(xb), torch.from_numpy(yb)
     ours_mb = timed(lambda: minibatch_cka(list(xb), list(yb)), repeats)
@@ -175,8 +180,10 @@ def large_case(n: int, d: int, batch: int, full_n: int, repeats: int,
     rows = [compare(f"n={nb * batch}, d={d}, minibatch {nb}x{batch}", ours_mb, theirs_mb,
                     "same estimator (Nguyen et al. 2021): values must agree")]
     gap = abs(theirs_mb["value"] - streamed["value"])
+    gap_deb = abs(theirs_mb["value"] - streamed["debiased_value"])
     large["ckatorch_minibatch_vs_our_full_abs_diff"] = gap
-    print(f"  ckatorch minibatch vs our full streamed CKA: |diff|={gap:.3e} "
+    large["ckatorch_minibatch_vs_our_full_debiased_abs_diff"] = gap_deb
+    print(f"  ckatorch minibatch vs our full streamed CKA: |diff|={gap:.3e}, vs our debiased: {gap_deb:.3e} "
           "(different estimators of the same population CKA)")
 
     # b. ckatorch's full CKA on the first full_n rows
@@ -192,24 +199,27 @@ def large_case(n: int, d: int, batch: int, full_n: int, repeats: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="repeats for the small case")
-    parser.add_argument("--large-repeats", type=int, default=2, help="repeats for the d=4096 cases")
-    parser.add_argument("--full-n", type=int, default=8192, help="rows for ckatorch's full CKA at d=4096")
+    parser.add_argument("--large-repeats", type=int, default=3, help="repeats for the d=4096 comparisons")
+    parser.add_argument("--large-stream-repeats", type=int, default=2, help="repeats for the n=50k stream")
+    parser.add_argument("--mb-batches", type=int, default=10, help="1000-row batches for the minibatch case")
+    parser.add_argument("--full-n", type=int, default=4096, help="rows for ckatorch's full CKA at d=4096")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     small_n, small_d, large_n, large_d, batch = 4096, 576, 50_000, 4096, 1000
     if args.quick:
         small_n, small_d, large_n, large_d, batch, args.full_n = 512, 64, 5000, 256, 250, 1024
-        args.repeats = args.large_repeats = 1
+        args.repeats = args.large_repeats = args.large_stream_repeats = 1
 
     info = machine()
     print("machine:", json.dumps(info))
     t0 = time.perf_counter()
     rows = small_case(small_n, small_d, args.repeats)
-    more, large = large_case(large_n, large_d, batch, args.full_n, args.large_repeats, info["ram_gib"])
+    more, large = large_case(large_n, large_d, batch, args.mb_batches, args.full_n, args.large_repeats,
+                             args.large_stream_repeats, info["ram_gib"])
     out = {"machine": info, "comparisons": rows + more, "large_streamed": large,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-           "total_s": time.perf_counter() - t0,
+           "total_s": time.perf_counter() - t0, "loadavg_1m_end": os.getloadavg()[0],
            "process_max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -78,6 +78,41 @@ def eval_cmd(
         out.print(eval_table(result))
 
 
+# ---- probe compress ------------------------------------------------------------------------------
+# Threads that spin-wait starve each other on small CPU machines (10x slower generation here).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@app.command("compress")
+def compress_cmd(
+    model: ModelOpt = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="Preset (gptq3, gptq4, gptq2, sparsegpt50, sparsegpt24, awq4, rtn3, "
+                                             "mag50, sparse50+gptq4) or method (gptq, sparsegpt, awq, rtn, "
+                                             "magnitude, sparsegpt+gptq …).")] = "gptq3",
+    bits: Annotated[int | None, typer.Option(help="Quantization bits: 2, 3, 4 or 8.")] = None,
+    group_size: Annotated[int | None, typer.Option("--group-size", help="Quantization group size.")] = None,
+    symmetric: Annotated[bool | None, typer.Option("--symmetric/--asymmetric", help="Quantization grid.")] = None,
+    sparsity: Annotated[float | None, typer.Option(help="Unstructured sparsity in (0, 1).")] = None,
+    pattern: Annotated[str | None, typer.Option(help="N:M sparsity, e.g. 2:4.")] = None,
+    calibration: Annotated[str | None, typer.Option(help="Calibration text (.txt or .jsonl); default: "
+                                                         "self-generated.")] = None,
+    n_calibration: Annotated[int | None, typer.Option("--n-calibration", help="Calibration texts (64).")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per calibration text (128).")] = None,
+    from_path: Annotated[str | None, typer.Option("--from", help="Import a compressed-tensors folder.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild an existing variant.")] = False,
+    device: DeviceOpt = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32 (default), float16 or bfloat16.")] = "float32",
+) -> None:
+    """Compress a model (GPTQ, SparseGPT, AWQ, RTN, magnitude) into a dense variant with a report."""
+    from probe.compress import build_spec, compress
+
+    spec = build_spec(model, method, bits=bits, group_size=group_size, symmetric=symmetric, sparsity=sparsity,
+                      pattern=pattern, calibration=calibration, n_calibration=n_calibration, seq_len=seq_len,
+                      from_path=from_path)
+    path = compress(spec, device=device, dtype=dtype, force=force)
+    out.print(f"variant: {path} (use --variant compressed --compression {path.name})")
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

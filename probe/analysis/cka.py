@@ -136,9 +136,9 @@ def _gram_hsic(kx: np.ndarray, ky: np.ndarray, unbiased: bool) -> tuple[float, f
     kx = _center_gram(kx, unbiased)
     ky = _center_gram(ky, unbiased)
     scale = _hsic_scale(n, unbiased)
-    xy = float(np.vdot(kx, ky)) / scale
-    xx = float(np.vdot(kx, kx)) / scale
-    yy = float(np.vdot(ky, ky)) / scale
+    xy = _inner(kx, ky) / scale
+    xx = _inner(kx, kx) / scale
+    yy = _inner(ky, ky) / scale
     return xy, xx, yy
 
 
@@ -181,8 +181,9 @@ class LinearCKAAccumulator:
     when ``debiased``, the row squared norms' moments ``Σkᵢlᵢ, Σkᵢ², Σlᵢ², Σkᵢ, Σlᵢ, Xᵀk, Xᵀl, Yᵀk,
     Yᵀl`` (``kᵢ = ||xᵢ||²``, ``lᵢ = ||yᵢ||²``). Centring is applied exactly in :meth:`hsic`. Rows are
     shifted by the first chunk's column means before summing (CKA is translation invariant), which
-    keeps the final centring free of cancellation when activations have large means.
-    Memory: ``(dx + dy)²`` float64 values; time: O(n (dx + dy)²).
+    keeps the final centring free of cancellation when activations have large means. The sums are
+    updated in place by BLAS ``dsyrk``/``dgemm`` (no d×d temporaries). Memory: about ``(dx + dy)²``
+    float64 values plus one float64 chunk; time: O(n (dx + dy)²).
     """
 
     def __init__(self, debiased: bool = False) -> None:
@@ -198,21 +199,24 @@ class LinearCKAAccumulator:
         if xa.shape[0] != ya.shape[0]:
             raise ProbeError(f"x and y chunks must have the same number of rows; got {xa.shape[0]} "
                              f"and {ya.shape[0]}")
-        xc = _f64(xa, "x chunk")
-        yc = _f64(ya, "y chunk")
         if self._shift_x is None:
+            xc, yc = _f64(xa, "x chunk"), _f64(ya, "y chunk")
             self._start(xc, yc)
-        elif xc.shape[1] != self._sx.shape[0] or yc.shape[1] != self._sy.shape[0]:
-            raise ProbeError(f"chunk feature sizes changed: expected {self._sx.shape[0]} and "
-                             f"{self._sy.shape[0]} columns, got {xc.shape[1]} and {yc.shape[1]}")
-        xc = xc - self._shift_x
-        yc = yc - self._shift_y
+            xc, yc = xc - self._shift_x, yc - self._shift_y
+        else:
+            if xa.shape[1] != self._sx.shape[0] or ya.shape[1] != self._sy.shape[0]:
+                raise ProbeError(f"chunk feature sizes changed: expected {self._sx.shape[0]} and "
+                                 f"{self._sy.shape[0]} columns, got {xa.shape[1]} and {ya.shape[1]}")
+            xc = _f64(np.subtract(xa, self._shift_x, dtype=np.float64), "x chunk")
+            yc = _f64(np.subtract(ya, self._shift_y, dtype=np.float64), "y chunk")
         self.n += xc.shape[0]
         self._sx += xc.sum(axis=0)
         self._sy += yc.sum(axis=0)
-        self._xtx += xc.T @ xc  # NumPy uses the symmetric rank-k update (syrk) for aᵀa
-        self._yty += yc.T @ yc
-        self._xty += xc.T @ yc
+        # In-place rank-m updates. xc.T is Fortran-contiguous, so BLAS reads it without a copy.
+        # syrk fills only the upper triangle of XᵀX and YᵀY (see _sym_* below).
+        self._xtx = self._blas.dsyrk(1.0, xc.T, beta=1.0, c=self._xtx, overwrite_c=1)
+        self._yty = self._blas.dsyrk(1.0, yc.T, beta=1.0, c=self._yty, overwrite_c=1)
+        self._xty = self._blas.dgemm(1.0, xc.T, yc.T, beta=1.0, c=self._xty, trans_b=1, overwrite_c=1)
         if self.debiased:
             k = np.einsum("ij,ij->i", xc, xc)
             l = np.einsum("ij,ij->i", yc, yc)  # noqa: E741
@@ -227,14 +231,17 @@ class LinearCKAAccumulator:
             self._ytl += yc.T @ l
 
     def _start(self, xc: np.ndarray, yc: np.ndarray) -> None:
+        from scipy.linalg import blas  # scipy comes with scikit-learn
+
+        self._blas = blas
         dx, dy = xc.shape[1], yc.shape[1]
         self._shift_x = xc.mean(axis=0)
         self._shift_y = yc.mean(axis=0)
         self._sx = np.zeros(dx)
         self._sy = np.zeros(dy)
-        self._xtx = np.zeros((dx, dx))
-        self._yty = np.zeros((dy, dy))
-        self._xty = np.zeros((dx, dy))
+        self._xtx = np.zeros((dx, dx), order="F")
+        self._yty = np.zeros((dy, dy), order="F")
+        self._xty = np.zeros((dx, dy), order="F")
         if self.debiased:
             self._kl = self._kk = self._ll = self._sk = self._sl = 0.0
             self._xtk = np.zeros(dx)
@@ -242,43 +249,75 @@ class LinearCKAAccumulator:
             self._ytk = np.zeros(dy)
             self._ytl = np.zeros(dy)
 
-    def hsic(self) -> tuple[float, float, float]:
-        """(HSIC(x,y), HSIC(x,x), HSIC(y,y)): biased ``/(n-1)²`` or, if debiased, unbiased (Song et al.)."""
+    def hsic(self, debiased: bool | None = None) -> tuple[float, float, float]:
+        """(HSIC(x,y), HSIC(x,x), HSIC(y,y)): biased ``/(n-1)²`` or unbiased (Song et al.).
+
+        ``debiased`` defaults to the accumulator's; a debiased accumulator can also give the biased form.
+        """
         if self._shift_x is None:
             raise ProbeError("no data: call update(x_chunk, y_chunk) before computing CKA")
+        if debiased is None:
+            debiased = self.debiased
+        if debiased and not self.debiased:
+            raise ProbeError("this accumulator was built with debiased=False; it lacks the row-norm sums "
+                             "that debiased CKA needs")
         n = self.n
-        _check_n(n, self.debiased)
+        _check_n(n, debiased)
         sx, sy = self._sx, self._sy
-        if not self.debiased:
-            # centred cross-products: XᵀX - s sᵀ / n
-            cxx = self._xtx - np.outer(sx, sx) / n
-            cyy = self._yty - np.outer(sy, sy) / n
-            cxy = self._xty - np.outer(sx, sy) / n
+        tr_xx, tr_yy, tr_xy = _sym_frob2(self._xtx), _sym_frob2(self._yty), _frob2(self._xty)
+        sxs = float(sx @ _sym_matvec(self._xtx, sx))  # s_xᵀ(XᵀX)s_x
+        sys_ = float(sy @ _sym_matvec(self._yty, sy))
+        sxy = float(sx @ (self._xty @ sy))  # s_xᵀ(XᵀY)s_y
+        nx, ny = float(sx @ sx), float(sy @ sy)
+        if not debiased:
+            # centred cross-products C = XᵀY - s_x s_yᵀ/n, so ||C||² = ||XᵀY||² - 2 s_xᵀXᵀY s_y/n + |s_x|²|s_y|²/n²
             scale = _hsic_scale(n, False)
-            return (float(np.vdot(cxy, cxy)) / scale, float(np.vdot(cxx, cxx)) / scale,
-                    float(np.vdot(cyy, cyy)) / scale)
+            return ((tr_xy - 2.0 * sxy / n + nx * ny / n**2) / scale,
+                    (tr_xx - 2.0 * sxs / n + nx * nx / n**2) / scale,
+                    (tr_yy - 2.0 * sys_ / n + ny * ny / n**2) / scale)
         # Unbiased HSIC (Song et al. 2012) with K = XXᵀ, K̃ = K - diag(k):
         #   n(n-3)·HSIC = tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((n-1)(n-2)) - 2/(n-2)·1ᵀK̃L̃1
         # in feature space: tr(K̃L̃) = ||XᵀY||² - k·l,  1ᵀK̃1 = ||s_x||² - Σk,
         #   1ᵀK̃L̃1 = (X s_x - k)ᵀ(Y s_y - l) = s_xᵀ(XᵀY)s_y - s_x·(Xᵀl) - s_y·(Yᵀk) + k·l.
-        sk_x = float(sx @ sx) - self._sk
-        sk_y = float(sy @ sy) - self._sl
+        off_x, off_y = nx - self._sk, ny - self._sl
         scale = _hsic_scale(n, True)
 
         def u_stat(tr_ab: float, kl: float, off_a: float, off_b: float, row_ab: float) -> float:
             return (tr_ab - kl + off_a * off_b / ((n - 1) * (n - 2)) - 2.0 * row_ab / (n - 2)) / scale
 
-        row_xy = float(sx @ self._xty @ sy) - float(sx @ self._xtl) - float(sy @ self._ytk) + self._kl
-        row_xx = float(sx @ self._xtx @ sx) - 2.0 * float(sx @ self._xtk) + self._kk
-        row_yy = float(sy @ self._yty @ sy) - 2.0 * float(sy @ self._ytl) + self._ll
-        xy = u_stat(float(np.vdot(self._xty, self._xty)), self._kl, sk_x, sk_y, row_xy)
-        xx = u_stat(float(np.vdot(self._xtx, self._xtx)), self._kk, sk_x, sk_x, row_xx)
-        yy = u_stat(float(np.vdot(self._yty, self._yty)), self._ll, sk_y, sk_y, row_yy)
-        return xy, xx, yy
+        row_xy = sxy - float(sx @ self._xtl) - float(sy @ self._ytk) + self._kl
+        row_xx = sxs - 2.0 * float(sx @ self._xtk) + self._kk
+        row_yy = sys_ - 2.0 * float(sy @ self._ytl) + self._ll
+        return (u_stat(tr_xy, self._kl, off_x, off_y, row_xy),
+                u_stat(tr_xx, self._kk, off_x, off_x, row_xx),
+                u_stat(tr_yy, self._ll, off_y, off_y, row_yy))
 
-    def compute(self) -> float:
-        """Linear CKA (debiased if the accumulator was built so) of all rows seen so far."""
-        return _ratio(*self.hsic())
+    def compute(self, debiased: bool | None = None) -> float:
+        """Linear CKA of all rows seen so far (debiased: as :meth:`hsic`)."""
+        return _ratio(*self.hsic(debiased))
+
+
+def _inner(a: np.ndarray, b: np.ndarray) -> float:
+    """Σ a·b over all entries of two same-layout arrays.
+
+    einsum's own loop rather than BLAS ddot: a threaded ddot stalls when the machine is oversubscribed.
+    """
+    return float(np.einsum("i,i->", a.ravel(order="K"), b.ravel(order="K")))
+
+
+def _frob2(a: np.ndarray) -> float:
+    return _inner(a, a)
+
+
+def _sym_frob2(upper: np.ndarray) -> float:
+    """||S||²_F of the symmetric S whose upper triangle is stored in ``upper`` (zeros below)."""
+    diag = np.diagonal(upper)
+    return 2.0 * _frob2(upper) - _frob2(diag)
+
+
+def _sym_matvec(upper: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """S v for the symmetric S whose upper triangle is stored in ``upper`` (zeros below)."""
+    return upper @ v + upper.T @ v - np.diagonal(upper) * v
 
 
 def _chunk_rows(dx: int, dy: int) -> int:
@@ -389,9 +428,9 @@ def cka_matrix(xs: Sequence[Any], ys: Sequence[Any], debiased: bool = False) -> 
     def cross(a: np.ndarray, ka: np.ndarray | None, b: np.ndarray, kb: np.ndarray | None) -> float:
         """scale × HSIC between two prepared layers."""
         if use_gram:
-            return float(np.vdot(a, b))
+            return _inner(a, b)
         ab = a.T @ b
-        tr = float(np.vdot(ab, ab))
+        tr = _frob2(ab)
         if ka is None or kb is None:
             return tr
         # centred features: s = 0, so 1ᵀK̃1 = -Σk and 1ᵀK̃L̃1 = k·l (see LinearCKAAccumulator.hsic)
@@ -405,7 +444,7 @@ def cka_matrix(xs: Sequence[Any], ys: Sequence[Any], debiased: bool = False) -> 
             c = _centred(m, name)
             if use_gram:
                 g = _center_gram(c @ c.T, debiased)
-                prepared = (g, None, float(np.vdot(g, g)))
+                prepared = (g, None, _frob2(g))
             else:
                 k = np.einsum("ij,ij->i", c, c) if debiased else None
                 prepared = (c, k, cross(c, k, c, k))

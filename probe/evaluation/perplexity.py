@@ -37,7 +37,7 @@ def perplexity(tokenizer, logits_fn: LogitsFn, text: str, *, window: int = 256, 
     chunks = [ids[i:i + window] for i in range(0, len(ids), window) if len(ids[i:i + window]) > 1]
     for chunk in track(chunks, "Perplexity"):
         x = torch.tensor([chunk], device=device)
-        logits = logits_fn(x, torch.ones_like(x)).float()
+        logits = logits_fn(x, torch.ones_like(x))[0].float()
         nll = torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:], reduction="sum")
         total += float(nll)
         count += len(chunk) - 1

@@ -110,7 +110,7 @@ def load_probes(source: str | Path, eval_fraction: float = 0.5) -> ProbeSet:
     if str(source) == "builtin":
         from probe.knowledge.builtin import load_builtin
 
-        return load_builtin()
+        return load_builtin(eval_fraction)
     if not 0.0 <= eval_fraction <= 1.0:
         raise ProbeError(f"eval fraction {eval_fraction} is outside [0, 1]: give e.g. 0.5")
     path = Path(source)

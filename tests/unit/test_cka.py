@@ -148,6 +148,11 @@ def test_accumulator_over_chunks_equals_one_shot(debiased):
     assert acc.compute() == pytest.approx(linear_cka(x, y, debiased, method="gram"), abs=1e-12)
     xy, xx, yy = acc.hsic()
     assert xy / np.sqrt(xx * yy) == pytest.approx(acc.compute(), abs=1e-15)
+    if debiased:  # a debiased accumulator also gives the plain value
+        assert acc.compute(debiased=False) == pytest.approx(linear_cka(x, y, method="gram"), abs=1e-12)
+    else:
+        with pytest.raises(ProbeError, match="debiased=False"):
+            acc.compute(debiased=True)
 
 
 def test_accumulator_accepts_mixed_dtypes_and_torch():

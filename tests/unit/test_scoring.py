@@ -69,10 +69,13 @@ def test_a_model_that_always_says_paris_knows_only_paris(tiny):
     tok = tiny.tokenizer
     paris = encode_pair(tok, FACTS[0].prompt, "Paris")[1][0]
 
-    def fn(ids, mask):
+    base = hf_logits_fn(tiny.model)
+
+    def fn(ids, mask, past=None, use_cache=False):
+        _, cache = base(ids, mask, past, use_cache)
         logits = torch.zeros(*ids.shape, len(tok))
         logits[..., paris] = 10.0
-        return logits
+        return logits, cache
 
     scores = score_facts(FACTS, tok, fn)
     assert scores[0].known and scores[0].rank == 0

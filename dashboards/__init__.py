@@ -1,0 +1,1 @@
+"""The Dash app over artifacts/ (read-only). Built in a later stage."""

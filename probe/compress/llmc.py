@@ -1,0 +1,86 @@
+"""Recipes over llmcompressor's ``oneshot`` for GPTQ, SparseGPT, AWQ and RTN.
+
+CPU specifics (DESIGN.md): the model must come from a folder with ``config.json`` (its
+``name_or_path``), ``oneshot`` gets ``tokenizer=`` and a ``datasets.Dataset``; AWQ pins its
+cached intermediates, which fails without an accelerator, so :func:`_no_pin_memory` makes
+``IntermediatesCache.pin_memory`` a no-op while AWQ runs. A sparsifier combined with a quantizer
+runs as two ``oneshot`` calls (sparsify, then quantize) so that the sparsity mask is known and
+can be re-applied after baking: GPTQ's error feedback would otherwise refill pruned weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+import torch
+
+from probe.compress.spec import CompressSpec, parse_pattern
+
+
+def quant_scheme(spec: CompressSpec):
+    """The compressed-tensors weight-only scheme for ``spec``'s quantizer."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    args = QuantizationArgs(num_bits=spec.bits, type="int", symmetric=spec.symmetric, strategy="group",
+                            group_size=spec.group_size)
+    return QuantizationScheme(targets=list(spec.targets), weights=args)
+
+
+def sparsify_recipe(spec: CompressSpec) -> list:
+    from llmcompressor.modifiers.pruning import SparseGPTModifier
+
+    if spec.pattern:
+        n, m = parse_pattern(spec.pattern)
+        # llmcompressor's "a:b" prunes a weights of every b (ours keeps n of m)
+        kwargs = {"sparsity": 1 - n / m, "mask_structure": f"{m - n}:{m}"}
+    else:
+        kwargs = {"sparsity": spec.sparsity, "mask_structure": "0:0"}
+    return [SparseGPTModifier(targets=list(spec.targets), ignore=list(spec.ignore), **kwargs)]
+
+
+def quantize_recipe(spec: CompressSpec) -> list:
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    groups = {"group_0": quant_scheme(spec)}
+    if spec.quantizer == "gptq":
+        return [GPTQModifier(config_groups=groups, ignore=list(spec.ignore),
+                             actorder="static" if spec.actorder == "static" else None)]
+    quant = QuantizationModifier(config_groups=groups, ignore=list(spec.ignore))
+    if spec.quantizer == "awq":
+        from llmcompressor.modifiers.transform.awq import AWQModifier
+
+        return [AWQModifier(), quant]
+    return [quant]
+
+
+@contextlib.contextmanager
+def _no_pin_memory() -> Iterator[None]:
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *a, **k: None
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original
+
+
+def run_oneshot(model: torch.nn.Module, tokenizer, texts: list[str], recipe: list, spec: CompressSpec) -> float:
+    """Apply ``recipe`` in place on ``model`` with ``texts`` as calibration; returns seconds spent."""
+    from datasets import Dataset
+    from llmcompressor import oneshot
+
+    logging.getLogger("llmcompressor").setLevel(logging.WARNING)
+    with contextlib.suppress(Exception):
+        from loguru import logger
+
+        logger.remove()
+    pin = _no_pin_memory() if spec.quantizer == "awq" else contextlib.nullcontext()
+    start = time.perf_counter()
+    with pin:
+        oneshot(model=model, tokenizer=tokenizer, dataset=Dataset.from_dict({"text": texts}), recipe=recipe,
+                num_calibration_samples=len(texts), max_seq_length=spec.seq_len, shuffle_calibration_samples=False)
+    return time.perf_counter() - start

@@ -1,0 +1,117 @@
+"""What compression did: per-layer reconstruction error and sparsity, perplexity, knowledge.
+
+Reconstruction error of a linear layer is ``||W_c X - W X||² / ||W X||²`` on the *original*
+model's calibration inputs ``X`` to that layer. It is computed from the Gram matrix
+``G = X Xᵀ`` (captured once with hooks) as ``tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)``, so each variant
+costs a few matrix products and no extra forward pass. AWQ rescales norms and preceding
+layers, so a layer's inputs change too: its per-layer error is not reported (``None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from rich.table import Table
+
+from probe.knowledge.scoring import hf_logits_fn
+from probe.progress import track
+
+
+@torch.no_grad()
+def gram_matrices(model: torch.nn.Module, layers: dict[str, torch.nn.Linear],
+                  batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``X Xᵀ`` (float64, [in, in]) of each layer's inputs over the calibration batches."""
+    grams: dict[str, torch.Tensor] = {}
+    by_module = {id(m): n for n, m in layers.items()}
+
+    def hook(mod, args):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        name = by_module[id(mod)]
+        g = x.T @ x
+        grams[name] = grams[name] + g if name in grams else g
+
+    handles = [m.register_forward_pre_hook(hook) for m in layers.values()]
+    try:
+        for ids in track(batches, "Capturing layer inputs"):
+            model(input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return grams
+
+
+@torch.no_grad()
+def reconstruction_errors(original: dict[str, torch.Tensor], compressed: torch.nn.Module,
+                          grams: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Relative output error per layer, from the original weights and the compressed model."""
+    mods = dict(compressed.named_modules())
+    out = {}
+    for name, w in original.items():
+        w = w.double()
+        delta = mods[name].weight.detach().double() - w
+        g = grams[name]
+        out[name] = float(((delta @ g) * delta).sum() / ((w @ g) * w).sum())
+    return out
+
+
+def layer_sparsity(model: torch.nn.Module, names: list[str]) -> dict[str, float]:
+    mods = dict(model.named_modules())
+    return {n: float((mods[n].weight == 0).float().mean()) for n in names}
+
+
+def overall_sparsity(model: torch.nn.Module, names: list[str]) -> float:
+    mods = dict(model.named_modules())
+    zeros = sum(int((mods[n].weight == 0).sum()) for n in names)
+    return zeros / sum(mods[n].weight.numel() for n in names)
+
+
+_ORIGINAL_RESULTS: dict[str, dict] = {}  # model hash → original's eval + perplexity (same process)
+
+
+def knowledge_and_perplexity(loaded_original, compressed: torch.nn.Module, label: str) -> dict:
+    """Perplexity and eval-split top-1 of both models, and facts the original knows that the variant forgets."""
+    from probe.config import ModelSpec
+    from probe.evaluation.perplexity import heldout_text, perplexity
+    from probe.evaluation.run import EvalSpec, run_eval
+    from probe.variants import LoadedVariant, VariantSpec
+
+    model_spec = ModelSpec(loaded_original.name)
+    results = {}
+    for key, model in (("original", loaded_original.model), ("variant", compressed)):
+        if key == "original" and loaded_original.model_hash in _ORIGINAL_RESULTS:
+            results[key] = _ORIGINAL_RESULTS[loaded_original.model_hash]
+            continue
+        vspec = VariantSpec(model_spec, "original") if key == "original" else \
+            VariantSpec(model_spec, "compressed", label)
+        base = replace(loaded_original, model=model)
+        lv = LoadedVariant(vspec, base, hf_logits_fn(model), {"model": loaded_original.model_hash})
+        res = run_eval(EvalSpec(variant=vspec), loaded=lv)
+        ppl = perplexity(base.tokenizer, lv.logits_fn, heldout_text(), device=base.device)
+        results[key] = {"top1_accuracy": res["top1_accuracy"], "perplexity": ppl, "known": set(res["known_ids"]),
+                        "n_facts": res["n_facts"]}
+    _ORIGINAL_RESULTS[loaded_original.model_hash] = results["original"]
+    orig, var = results["original"], results["variant"]
+    return {
+        "n_eval_facts": var["n_facts"],
+        "original_top1": orig["top1_accuracy"], "top1_accuracy": var["top1_accuracy"],
+        "original_perplexity": orig["perplexity"], "perplexity": var["perplexity"],
+        "facts_forgotten": len(orig["known"] - var["known"]),
+        "facts_gained": len(var["known"] - orig["known"]),
+    }
+
+
+def report_table(report: dict) -> Table:
+    """Summary lines, then one row per layer."""
+    k = report.get("knowledge") or {}
+    title = (f"{report['label']}: ppl {k.get('original_perplexity', float('nan')):.2f} → "
+             f"{k.get('perplexity', float('nan')):.2f}, eval top-1 {k.get('original_top1', 0):.3f} → "
+             f"{k.get('top1_accuracy', 0):.3f}, forgotten {k.get('facts_forgotten', '-')}, "
+             f"sparsity {report['sparsity']:.3f}, {report['effective_bits']:.2f} bits/weight")
+    table = Table(title=title)
+    for col in ("layer", "rel. recon. error", "sparsity"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for name, sp in report["layer_sparsity"].items():
+        err = report["reconstruction_error"].get(name)
+        table.add_row(name, "-" if err is None else f"{err:.4f}", f"{sp:.3f}")
+    return table

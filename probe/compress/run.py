@@ -1,0 +1,191 @@
+"""`probe compress`: load → calibrate → compress → bake → report → save a dense HF variant.
+
+The variant folder ``artifacts/variants/<model>/<preset-or-hash>/`` is written through
+:func:`~probe.artifacts.atomic_dir` with ``manifest.json`` last, so an interrupted run never
+leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from probe.artifacts import MANIFEST, atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
+from probe.compress.bake import bake_quantized, plain_copy
+from probe.compress.report import (
+    gram_matrices,
+    knowledge_and_perplexity,
+    layer_sparsity,
+    overall_sparsity,
+    reconstruction_errors,
+    report_table,
+)
+from probe.compress.spec import CompressSpec, check_against_model, target_linears
+from probe.config import ModelSpec
+from probe.corpus import filter_probe_leaks, general_corpus, load_text, refuse_probe_leaks
+from probe.errors import ProbeError
+from probe.models.load import LoadedModel, load_model, preflight
+from probe.models.registry import REGISTRY
+from probe.progress import console, status
+from probe.variants import variant_dir
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def calibration_texts(spec: CompressSpec, loaded: LoadedModel | None) -> tuple[list[str], dict]:
+    """The calibration texts and a description for the manifest; user text with eval probes is refused."""
+    from probe.knowledge.loaders import load_probes
+
+    probes = load_probes("builtin")
+    if spec.calibration:
+        texts = load_text(spec.calibration)
+        refuse_probe_leaks(texts, probes, f"--calibration {spec.calibration}")
+        info = {"source": str(spec.calibration), "removed_probe_leaks": 0}
+    else:
+        if loaded is None:
+            return [], {}
+        texts, removed = filter_probe_leaks(general_corpus(loaded, spec.n_calibration, spec.seq_len, spec.seed),
+                                            probes)
+        info = {"source": "self-generated", "removed_probe_leaks": removed}
+    texts = texts[:spec.n_calibration]
+    return texts, {**info, "n_texts": len(texts), "hash": spec_hash(texts, 16)}
+
+
+def _ensure_folder(loaded: LoadedModel, workdir: Path) -> None:
+    """llmcompressor on CPU wants the model to come from a folder with config.json."""
+    if loaded.path is not None:
+        return
+    loaded.model.save_pretrained(workdir)
+    loaded.tokenizer.save_pretrained(workdir)
+    loaded.model.config._name_or_path = str(workdir)
+    loaded.model.name_or_path = str(workdir)
+
+
+def _apply(spec: CompressSpec, loaded: LoadedModel, texts: list[str]) -> tuple[torch.nn.Module, dict]:
+    """Compress ``loaded.model`` in place and return a plain dense copy plus stats."""
+    from probe.compress.llmc import quantize_recipe, run_oneshot, sparsify_recipe
+    from probe.compress.simple import magnitude_prune
+
+    model, layers = loaded.model, target_linears(loaded.model, spec)
+    stats: dict = {"oneshot_s": 0.0}
+    masks = None
+    with tempfile.TemporaryDirectory(prefix="probe-compress-") as work:
+        if spec.sparsifier or spec.quantizer in ("gptq", "awq", "rtn"):
+            _ensure_folder(loaded, Path(work))
+        if spec.sparsifier == "magnitude":
+            with status("Magnitude pruning"):
+                masks = magnitude_prune(layers, spec.sparsity, spec.pattern)
+        elif spec.sparsifier == "sparsegpt":
+            with status(f"SparseGPT on {len(texts)} calibration texts"):
+                stats["oneshot_s"] += run_oneshot(model, loaded.tokenizer, texts, sparsify_recipe(spec), spec)
+            masks = {n: m.weight.detach() != 0 for n, m in layers.items()}
+        if spec.quantizer:
+            with status(f"{spec.quantizer.upper()} {spec.bits}-bit on {len(texts)} calibration texts"):
+                stats["oneshot_s"] += run_oneshot(model, loaded.tokenizer, texts, quantize_recipe(spec), spec)
+    t = time.perf_counter()
+    bake = bake_quantized(model, masks) if spec.quantizer else None
+    plain = plain_copy(model)
+    stats["bake_s"] = time.perf_counter() - t
+    stats["bake"] = None if bake is None else {"n_quantized": bake.n_quantized, "max_grid_error": bake.max_grid_error}
+    return plain, stats
+
+
+def _load_compressed_tensors(path: Path) -> torch.nn.Module:
+    """Decompress a compressed-tensors checkpoint folder (llmcompressor/vLLM) to a dense model."""
+    import json
+
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ProbeError(f"--from {path} is not an HF model folder (no config.json): give a compressed-tensors folder")
+    qcfg = json.loads(cfg.read_text()).get("quantization_config") or {}
+    if qcfg.get("quant_method") != "compressed-tensors":
+        raise ProbeError(f"--from {path} is not a compressed-tensors checkpoint (config.json has no "
+                         f"quantization_config with quant_method compressed-tensors): give one saved by llmcompressor")
+    with status(f"Decompressing {path.name}"):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                     quantization_config=CompressedTensorsConfig(run_compressed=False))
+        bake = bake_quantized(model)
+    return plain_copy(model), {"oneshot_s": 0.0, "bake_s": 0.0, "bake": {"n_quantized": bake.n_quantized,
+                                                                         "max_grid_error": bake.max_grid_error},
+                               "quantization_config": qcfg}
+
+
+def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32", force: bool = False,
+             with_report: bool = True) -> Path:
+    """Build (or reuse) the variant described by ``spec``; returns its folder."""
+    start = time.perf_counter()
+    model_spec = ModelSpec(spec.model, device=device, dtype=dtype)
+    preflight(model_spec)
+    if spec.calibration:
+        load_text(spec.calibration)  # fail fast on a missing/empty file, before loading anything
+    if spec.from_path and not Path(spec.from_path).is_dir():
+        raise ProbeError(f"--from {spec.from_path} does not exist: give a compressed-tensors checkpoint folder")
+    with status(f"Loading {spec.model}"):
+        loaded = load_model(model_spec)
+    entry = REGISTRY.get(spec.model)
+    spec = check_against_model(spec, loaded.model, entry.group_size if entry else 128)
+    final = variant_dir(model_spec, spec.label)
+    existing = read_manifest(final)
+    if existing is not None and not force:
+        if existing.get("spec_hash") != spec_hash(spec):
+            raise ProbeError(f"variant {final} exists with other settings (e.g. calibration): pass --force to "
+                             f"rebuild it, or change a method setting to get a new folder")
+        console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
+        return final
+    layers = target_linears(loaded.model, spec)
+    original = {n: m.weight.detach().clone() for n, m in layers.items()}
+    texts, calib = calibration_texts(spec, loaded)
+    ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.seq_len).input_ids.to(
+        loaded.device) for t in texts]
+    grams = gram_matrices(loaded.model, layers, ids) if with_report and texts else {}
+    load_s = time.perf_counter() - start
+    reference = loaded if not with_report else replace(loaded, model=_clone(loaded))
+    with atomic_dir(final, overwrite=force) as tmp:
+        if spec.from_path:
+            plain, stats = _load_compressed_tensors(Path(spec.from_path))
+        else:
+            plain, stats = _apply(spec, reference, texts)
+        names = list(layers)
+        report = {
+            "label": spec.label,
+            "sparsity": overall_sparsity(plain, names),
+            "effective_bits": spec.effective_bits(),
+            "layer_sparsity": layer_sparsity(plain, names),
+            "reconstruction_error": {} if spec.quantizer == "awq" or not grams
+            else reconstruction_errors(original, plain, grams),
+        }
+        if with_report:
+            report["knowledge"] = knowledge_and_perplexity(loaded, plain, spec.label)
+        t = time.perf_counter()
+        with status(f"Saving {final}"):
+            plain.save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
+        save_s = time.perf_counter() - t
+        write_json_atomic(tmp / "report.json", report)
+        manifest = build_manifest(
+            "variant", spec, {"model": loaded.model_hash}, label=spec.label, method=spec.method,
+            calibration=calib, achieved_sparsity=report["sparsity"], effective_bits=spec.effective_bits(),
+            wall_time_s=time.perf_counter() - start, peak_memory_mb=_peak_rss_mb(),
+            timings={"load_calibrate_s": load_s, "oneshot_s": stats["oneshot_s"], "bake_s": stats["bake_s"],
+                     "save_s": save_s}, bake=stats["bake"], source=stats.get("quantization_config"),
+        )
+        write_json_atomic(tmp / MANIFEST, manifest)
+    console.print(report_table(report))
+    console.print(f"Saved {final}")
+    return final
+
+
+def _clone(loaded: LoadedModel) -> torch.nn.Module:
+    """An independent copy of the model to compress (the original stays intact for the report)."""
+    import copy
+
+    return copy.deepcopy(loaded.model)

@@ -1,0 +1,225 @@
+"""Local general text for calibration (compress stage) and recovery training (recover stage).
+
+Nothing is downloaded. Without a user file, the corpus is *self-generated*: the original model
+continues a fixed, documented list of diverse seed prompts (:data:`SEED_PROMPTS`: stories,
+how-tos, science, history, recipes, dialogue, letters, news…) by batched nucleus sampling with
+a fixed seed. The seeds deliberately avoid the fact-completion shape of knowledge probes
+("The capital of France is"). Generated text is cached as JSONL under
+``artifacts/corpus/<model>/<hash>.jsonl`` keyed by model hash and every generation setting.
+
+Probe leakage: a text that contains an eval-split probe prompt verbatim (case-insensitive,
+whitespace-normalised) would let calibration or recovery see the evaluation questions. User
+files with such text are refused (:func:`refuse_probe_leaks`); self-generated texts that
+happen to contain one are dropped (:func:`filter_probe_leaks`) and the count is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from probe.artifacts import artifacts_root, spec_hash, write_json_atomic
+from probe.errors import ProbeError
+from probe.knowledge.schema import ProbeSet
+from probe.progress import track
+
+CORPUS_VERSION = 1
+
+SEED_PROMPTS: tuple[str, ...] = (
+    # stories
+    "Once upon a time, in a small village by the sea, there lived",
+    "The old lighthouse keeper climbed the stairs one last time and",
+    "When the rain finally stopped, the children ran outside to",
+    "She opened the dusty box in the attic and found",
+    "The robot had never seen snow before. On the first cold morning,",
+    "Deep in the forest, a fox and a crow made an unusual deal:",
+    "The train was late again, so Maria decided to",
+    "On the night of the festival, the whole town gathered to",
+    # how-tos
+    "Here is a simple way to organize your desk so that",
+    "To plant tomatoes in a small garden, first",
+    "If you want to learn to play the guitar, start by",
+    "A good way to prepare for a job interview is to",
+    "To fix a squeaky door hinge, you will need",
+    "Learning a new language as an adult is easier if you",
+    "Before going on a long hike, make sure you",
+    "To write a clear email to a colleague,",
+    # science explanations
+    "Plants make their own food through a process in which",
+    "The reason the sky looks blue during the day is that",
+    "When water is heated, its molecules begin to",
+    "Vaccines help the body defend itself by",
+    "Earthquakes happen when large pieces of the Earth's crust",
+    "A rainbow forms when sunlight passes through",
+    "Muscles grow stronger after exercise because",
+    "Computers store information using",
+    # history and society
+    "In the early days of printing, books were",
+    "Ancient farmers learned to store grain because",
+    "The invention of the steam engine changed daily life by",
+    "Before there were clocks, people kept track of time by",
+    "Markets in medieval towns were busy places where",
+    "The first public libraries were created so that",
+    # recipes and food
+    "To make a simple vegetable soup, begin by chopping",
+    "The secret to fluffy pancakes is",
+    "For a quick weeknight dinner, try mixing",
+    "Fresh bread smells wonderful because while it bakes,",
+    "A good salad needs a balance of",
+    # dialogue
+    '"Are you sure this is the right road?" asked Tom. "Of course," said Anna,',
+    '"I think we should talk about the project," said the manager.',
+    '"Why do cats always sit in boxes?" the child asked her father.',
+    "Customer: Hello, I would like to return these shoes.\nClerk:",
+    "Teacher: Who can tell me what happens when ice melts?\nStudent:",
+    # letters, opinion, description, news-like
+    "Dear Grandma, thank you so much for the birthday present.",
+    "I have always believed that good habits are",
+    "The kitchen was warm and bright, with",
+    "Local volunteers spent the weekend cleaning the river banks and",
+    "The new community garden opened on Saturday, and",
+    "Many people enjoy walking in the morning because",
+    "Our team learned three important lessons from the last project:",
+    "The city park changes with every season. In spring,",
+)
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Settings that determine a self-generated corpus (and its cache key)."""
+
+    n_samples: int = 64
+    max_new_tokens: int = 128
+    seed: int = 0
+    temperature: float = 0.9
+    top_p: float = 0.95
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1 or self.max_new_tokens < 1:
+            raise ProbeError("corpus needs at least 1 sample of at least 1 token: raise --n-calibration/--seq-len")
+
+
+def corpus_path(model_name: str, model_hash: str, spec: CorpusSpec) -> Path:
+    key = spec_hash({"model": model_hash, "spec": spec, "prompts": SEED_PROMPTS, "v": CORPUS_VERSION})
+    safe = Path(model_name).name if "/" in model_name else model_name
+    return artifacts_root() / "corpus" / safe / f"{key}.jsonl"
+
+
+def general_corpus(loaded, n_samples: int = 64, max_new_tokens: int = 128, seed: int = 0,
+                   **settings) -> list[str]:
+    """General text sampled from ``loaded`` (a LoadedModel) itself; cached, deterministic.
+
+    Sample ``i`` continues ``SEED_PROMPTS[i % len(SEED_PROMPTS)]``; the returned text is the
+    seed prompt plus its continuation.
+    """
+    spec = CorpusSpec(n_samples, max_new_tokens, seed, **settings)
+    path = corpus_path(loaded.name, loaded.model_hash, spec)
+    if path.is_file():
+        return load_text(path)
+    texts = _generate(loaded.model, loaded.tokenizer, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    tmp.replace(path)
+    write_json_atomic(path.with_suffix(".json"), {"spec": spec, "seed_prompts": SEED_PROMPTS,
+                                                  "model_hash": loaded.model_hash})
+    return texts
+
+
+@torch.no_grad()
+def _generate(model, tokenizer, spec: CorpusSpec) -> list[str]:
+    prompts = [SEED_PROMPTS[i % len(SEED_PROMPTS)] for i in range(spec.n_samples)]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts: list[str] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        try:
+            batches = [prompts[i:i + spec.batch_size] for i in range(0, len(prompts), spec.batch_size)]
+            for batch in track(batches, f"Generating text ({spec.n_samples}×{spec.max_new_tokens} tokens)"):
+                enc = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
+                out = model.generate(**enc, do_sample=True, temperature=spec.temperature, top_p=spec.top_p,
+                                     max_new_tokens=spec.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+                conts = tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+                texts.extend(p + c for p, c in zip(batch, conts, strict=True))
+        finally:
+            tokenizer.padding_side = side
+    return texts
+
+
+def load_text(path: str | Path) -> list[str]:
+    """Texts from a ``.jsonl`` file (``{"text": ...}`` per line) or a plain text file.
+
+    Plain text is split into blank-line separated paragraphs, or into lines when it has no
+    blank lines. Missing, empty, binary or malformed files are one-line errors.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ProbeError(f"text file {p} does not exist: give a .txt or .jsonl file with text")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ProbeError(f"{p} is not UTF-8 text: give a .txt or .jsonl file with text") from None
+    if "\x00" in raw:
+        raise ProbeError(f"{p} looks binary, not text: give a .txt or .jsonl file with text")
+    if p.suffix.lower() in (".jsonl", ".json"):
+        texts = _jsonl_texts(p, raw)
+    else:
+        paras = re.split(r"\n\s*\n", raw) if re.search(r"\n\s*\n", raw) else raw.splitlines()
+        texts = [t.strip() for t in paras if t.strip()]
+    if not texts:
+        raise ProbeError(f"{p} contains no text: give a file with at least one non-empty paragraph")
+    return texts
+
+
+def _jsonl_texts(p: Path, raw: str) -> list[str]:
+    texts = []
+    for i, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ProbeError(f"{p} line {i} is not JSON: each line must be {{\"text\": ...}}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ProbeError(f"{p} line {i} has no string field 'text': each line must be {{\"text\": ...}}")
+        if row["text"].strip():
+            texts.append(row["text"])
+    return texts
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def find_probe_leaks(texts: Sequence[str], probes: ProbeSet, split: str = "eval") -> dict[int, str]:
+    """``{text index: the first probe prompt it contains}`` for prompts of ``split``."""
+    prompts = sorted({_norm(p) for f in probes.split(split) for p in f.prompts if p.strip()})
+    leaks: dict[int, str] = {}
+    for i, text in enumerate(texts):
+        t = _norm(text)
+        hit = next((p for p in prompts if p in t), None)
+        if hit is not None:
+            leaks[i] = hit
+    return leaks
+
+
+def filter_probe_leaks(texts: Sequence[str], probes: ProbeSet, split: str = "eval") -> tuple[list[str], int]:
+    """The texts without any leaking one, and how many were removed."""
+    leaks = find_probe_leaks(texts, probes, split)
+    return [t for i, t in enumerate(texts) if i not in leaks], len(leaks)
+
+
+def refuse_probe_leaks(texts: Sequence[str], probes: ProbeSet, source: str, split: str = "eval") -> None:
+    """Raise when any text contains a ``split`` probe prompt verbatim."""
+    leaks = find_probe_leaks(texts, probes, split)
+    if leaks:
+        i, prompt = next(iter(leaks.items()))
+        raise ProbeError(f"{source} contains {len(leaks)} text(s) with {split}-split probe prompts (text {i + 1}: "
+                         f"{prompt!r}): remove them, or omit --calibration to use self-generated text")
