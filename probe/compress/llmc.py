@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -38,7 +39,10 @@ def sparsify_recipe(spec: CompressSpec) -> list:
         kwargs = {"sparsity": 1 - n / m, "mask_structure": f"{m - n}:{m}"}
     else:
         kwargs = {"sparsity": spec.sparsity, "mask_structure": "0:0"}
-    return [SparseGPTModifier(targets=list(spec.targets), ignore=list(spec.ignore), **kwargs)]
+    # SparseGPT names a matched module "<name>." so a plain "lm_head" ignore misses it (and the tied
+    # embedding would be pruned through lm_head): ignore by regex instead
+    ignore = [f"re:(.*\\.)?{re.escape(ig)}\\.?$" for ig in spec.ignore]
+    return [SparseGPTModifier(targets=list(spec.targets), ignore=ignore, **kwargs)]
 
 
 def quantize_recipe(spec: CompressSpec) -> list:

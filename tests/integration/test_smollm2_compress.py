@@ -1,0 +1,76 @@
+"""Compression of the real SmolLM2: GPTQ vs RTN per layer, baked grids, and `probe eval` on a variant.
+
+The two variants are built once per module (32 calibration texts × 128 tokens) and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+N_CAL, SEQ = 32, 128
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, smollm2_folder):
+    root = tmp_path_factory.mktemp("compress") / "artifacts"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "smollm2-135m").symlink_to(smollm2_folder)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROBE_ARTIFACTS", str(root))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def variants(root):
+    from probe.compress import build_spec, compress
+
+    return {name: compress(build_spec("smollm2-135m", name, n_calibration=N_CAL, seq_len=SEQ))
+            for name in ("gptq3", "rtn3")}
+
+
+def _read(path, name):
+    return json.loads((path / name).read_text())
+
+
+def test_gptq3_beats_rtn3_on_every_decoder_linear(variants):
+    gptq = _read(variants["gptq3"], "report.json")["reconstruction_error"]
+    rtn = _read(variants["rtn3"], "report.json")["reconstruction_error"]
+    assert len(gptq) == len(rtn) == 30 * 7
+    worse = sorted(n for n in gptq if gptq[n] >= rtn[n])
+    assert not worse, f"GPTQ not better than RTN on {worse}"
+    assert all(_read(variants[v], "manifest.json")["spec"]["group_size"] == 64 for v in variants)
+
+
+def test_baked_variants_are_on_grid_dense_and_keep_embeddings(variants, smollm2_folder):
+    from safetensors.torch import load_file
+
+    original = load_file(smollm2_folder / "model.safetensors")
+    for path in variants.values():
+        bake = _read(path, "manifest.json")["bake"]
+        assert bake["n_quantized"] == 210 and bake["max_grid_error"] < 1e-4
+        weights = load_file(path / "model.safetensors")
+        assert not [k for k in weights if not k.endswith(".weight")]
+        assert torch.equal(weights["model.embed_tokens.weight"], original["model.embed_tokens.weight"])
+        assert "quantization_config" not in _read(path, "config.json")
+
+
+def test_probe_eval_cli_on_saved_variant(variants, root):
+    env = {**os.environ, "PROBE_ARTIFACTS": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "probe", "eval", "--model", "smollm2-135m", "--variant",
+                           "compressed", "--compression", "gptq3", "--json"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    report = _read(variants["gptq3"], "report.json")["knowledge"]
+    assert result["variant"] == "compressed" and result["compression"] == "gptq3"
+    assert result["top1_accuracy"] == pytest.approx(report["top1_accuracy"])
+    assert report["top1_accuracy"] < report["original_top1"] and report["facts_forgotten"] > 0
