@@ -1,0 +1,1 @@
+"""Recovery stage: soft prompt, prefix, LoRA and IDP on top of compressed variants."""
