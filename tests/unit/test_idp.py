@@ -178,3 +178,45 @@ def test_balanced_choice_caps_load_and_prefers_best():
     assert torch.bincount(choice, minlength=4).tolist() == [2, 2, 2, 2]
     distinct = torch.eye(4).repeat(2, 1)
     assert balanced_choice(distinct).tolist() == distinct.argmax(-1).tolist()
+
+
+def test_routed_student_trains_only_the_chosen_prompts(tiny, batch):
+    from collections import Counter
+
+    from probe.recover.idp_pool import IDPOptions, routed_student
+
+    opts = IDPOptions(m=M, n=N, routing="centroid", training="cluster")
+    model = tiny.model
+    prompts = torch.nn.Parameter(torch.randn(M, N, model.config.hidden_size, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        from probe.recover.idp import mean_hidden
+
+        feats = mean_hidden(model, batch.input_ids, batch.attention_mask, 0, N)
+    centroids = torch.stack([feats[0], feats[1], feats[2], feats[2] + 100.0])  # rows go to prompts 0, 1, 2
+    usage: Counter = Counter()
+    student = routed_student(model, prompts, opts, centroids, usage)
+    logits = student(batch.input_ids, batch.attention_mask)
+    assert usage == Counter({0: 1, 1: 1, 2: 1})
+    with torch.no_grad():
+        for row in range(3):
+            want = _prepended_logits(model, prompts[row].detach(), batch)[row]
+            real = batch.attention_mask[row].bool()
+            assert (logits[row] - want)[real].abs().max().item() <= 1e-5
+    logits.sum().backward()
+    grad_norms = prompts.grad.flatten(1).norm(dim=1)
+    assert (grad_norms[:3] > 0).all() and grad_norms[3] == 0
+
+
+def test_kmeans_init_gives_distinct_prompts_from_corpus_windows(tiny):
+    from probe.recover.idp_pool import IDPOptions, kmeans_init
+
+    tok = tiny.tokenizer
+    texts = ["cats and dogs play", "stock markets fell today", "the river floods in spring", "bake bread slowly",
+             "dogs chase cats", "bonds and stocks rose", "spring rain on rivers", "knead the dough"]
+    batches = [tuple(tok(texts[i:i + 4], return_tensors="pt", padding=True).values()) for i in (0, 4)]
+    prompts, centroids = kmeans_init(tiny.model, batches, IDPOptions(m=4, n=3))
+    assert prompts.shape == (4, 3, tiny.model.config.hidden_size) and centroids.shape == (4, 64)
+    flat = prompts.flatten(1)
+    assert torch.cdist(flat, flat).fill_diagonal_(1.0).min() > 0
+    with pytest.raises(ProbeError, match="at least 9 training windows"):
+        kmeans_init(tiny.model, batches, IDPOptions(m=9, n=3))
