@@ -4,9 +4,13 @@ All in one process, on the same cached calibration texts (self-generated once, b
 
 1. peer: load SmolLM2 from its folder and call llmcompressor ``oneshot`` with the same GPTQ recipe
    (what a user would write by hand, without baking, report or save);
-2. ours without the report: :func:`probe.compress.compress` ``with_report=False``
-   (load, capture nothing, oneshot, bake, save);
-3. ours with the full report (adds layer-input capture, perplexity and eval on original and variant).
+2. ours without evaluation: :func:`probe.compress.compress` ``evaluate=False`` (load, layer-input
+   capture for the per-layer errors, copy, oneshot, bake, save);
+3. with ``--with-eval``: ours with the full report (adds perplexity and eval-split knowledge on
+   original and variant).
+
+The calibration corpus is cached in ``artifacts/corpus`` (shared with the tests), so only the
+first run on a machine generates it.
 
 Prints wall times, the ratio of each of ours to the peer's ``oneshot`` time, and the peak RSS, and
 writes ``benchmarks/results/compress.json``. Run: ``.venv/bin/python benchmarks/bench_compress.py``
@@ -25,6 +29,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -40,14 +45,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-calibration", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--with-eval", action="store_true", help="also time the full report")
     args = parser.parse_args()
 
     from probe.models.load import smollm2_folder
 
     folder = smollm2_folder()
+    shared_corpus = folder.parents[1] / "corpus"
+    shared_corpus.mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-compress-")) / "artifacts"
     (root / "models").mkdir(parents=True)
     (root / "models" / "smollm2-135m").symlink_to(folder)
+    (root / "corpus").symlink_to(shared_corpus)
     os.environ["PROBE_ARTIFACTS"] = str(root)
 
     from probe.compress import build_spec, compress
@@ -71,9 +80,9 @@ def main() -> None:
     del peer
 
     rows = {}
-    for label, with_report in (("ours_no_report", False), ("ours_with_report", True)):
+    for label, evaluate in (("ours_no_eval", False), ("ours_with_eval", True))[:2 if args.with_eval else 1]:
         t = time.perf_counter()
-        path = compress(spec, force=True, with_report=with_report)
+        path = compress(spec, force=True, evaluate=evaluate)
         wall = time.perf_counter() - t
         manifest = json.loads((path / "manifest.json").read_text())
         rows[label] = {"wall_s": wall, "timings": manifest["timings"],
@@ -98,6 +107,7 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"saved {out}")
+    shutil.rmtree(root.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,125 @@ def compress_cmd(
     out.print(f"variant: {path} (use --variant compressed --compression {path.name})")
 
 
+# ---- probe recover / probe costs -----------------------------------------------------------------
+@app.command("recover")
+def recover_cmd(
+    model: ModelOpt = "smollm2-135m",
+    compression: Annotated[str, typer.Option(help="Compressed variant to recover, e.g. gptq3.")] = "gptq3",
+    method: Annotated[str, typer.Option(help="prompt, prefix or lora.")] = "prompt",
+    steps: Annotated[int | None, typer.Option(help="Training steps (default 60; --fast 4).")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (prompt/prefix 3e-3, lora 1e-3).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for data order and initialisation.")] = 0,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Windows per step (8).")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per window (64).")] = None,
+    n_tokens: Annotated[int | None, typer.Option("--n-tokens", help="Virtual tokens, prompt/prefix (32).")] = None,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha.")] = 16.0,
+    targets: Annotated[str, typer.Option(help="LoRA target modules, comma-separated.")] = "q_proj,v_proj",
+    objective: Annotated[str, typer.Option(help="kl (distil from the original) or lm.")] = "kl",
+    train_data: Annotated[str, typer.Option("--train-data", help="corpus, facts (train split) or both.")]
+    = "corpus",
+    train_text: Annotated[str | None, typer.Option("--train-text", help="Corpus file (.txt/.jsonl); default: "
+                                                                       "self-generated.")] = None,
+    fast: Annotated[bool, typer.Option(help="Tiny preset for tests (a few steps).")] = False,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the eval-split accuracy.")] = False,
+    force: Annotated[bool, typer.Option(help="Retrain an existing recovery.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Train a recovery (soft prompt, prefix, LoRA) on a compressed variant; save adapter, curve, eval."""
+    from probe.recover.run import recover
+    from probe.recover.spec import RecoverSpec
+
+    spec = RecoverSpec(model=model, compression=compression, method=method, steps=steps, lr=lr, seed=seed,
+                       batch_size=batch_size, seq_len=seq_len, n_tokens=n_tokens, rank=rank, alpha=alpha,
+                       targets=tuple(t.strip() for t in targets.split(",") if t.strip()), objective=objective,
+                       train_data=train_data, train_text=train_text, fast=fast)
+    path = recover(spec, device=device, force=force, with_eval=not no_eval)
+    manifest = json.loads((path / "manifest.json").read_text())
+    out.print(f"recovery: {path}")
+    out.print(f"trainable parameters {manifest['trainable_parameters']:,}; held-out loss compressed "
+              f"{manifest['held_out_compressed']:.4f} -> recovered {manifest['held_out_after']:.4f} "
+              f"({manifest['train_seconds']:.0f} s training)")
+    if manifest.get("eval"):
+        ev = manifest["eval"]
+        top = ev["top1"]
+        out.print(f"eval top-1: original {top['original']:.3f}, compressed {top['compressed']:.3f}, recovered "
+                  f"{top['recovered']:.3f}; facts regained {ev['n_regained']}/{ev['n_lost']} lost")
+
+
+@app.command("costs")
+def costs_cmd(
+    model: ModelOpt = "smollm2-135m",
+    compression: Annotated[str, typer.Option(help="Compressed variant, e.g. gptq3.")] = "gptq3",
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per variant (median reported).")] = 5,
+    n_probes: Annotated[int, typer.Option("--n-probes", min=1, help="Eval probes in the forward batch.")] = 32,
+    gen_tokens: Annotated[int, typer.Option("--gen-tokens", min=1, help="Greedy tokens generated.")] = 16,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Extra parameters, KV positions, latency and memory of every built variant, side by side."""
+    from probe.costs import CostSpec, cost_table, measure_costs
+
+    result = measure_costs(CostSpec(model, compression, repeats=repeats, n_probes=n_probes, gen_tokens=gen_tokens,
+                                    device=device))
+    out.print(cost_table(result))
+    out.print(f"saved: {result['path']}")
+
+
+# ---- probe capture / probe runs ------------------------------------------------------------------
+@app.command("capture")
+def capture_cmd(
+    model: ModelOpt = "smollm2-135m",
+    variant: Annotated[str, typer.Option(help="original, compressed, prompt, prefix, idp or lora.")] = "original",
+    compression: Annotated[str | None, typer.Option(help="Compression preset, e.g. gptq3.")] = None,
+    probes: Annotated[str, typer.Option(help="'builtin' or a probe file.")] = "builtin",
+    split: Annotated[str, typer.Option(help="eval, train or all.")] = "eval",
+    layers: Annotated[str, typer.Option(help="Comma-separated layers, or all.")] = "all",
+    hooks: Annotated[str, typer.Option(help="Any of resid_post,attn_out,mlp_out,pattern.")]
+    = "resid_post,attn_out,mlp_out,pattern",
+    positions: Annotated[str, typer.Option(help="Any of last,subject,all (real tokens).")] = "last,subject",
+    dtype: Annotated[str, typer.Option(help="Stored dtype: float32 or float16.")] = "float32",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Probes per batch (= chunk).")] = 16,
+    run: Annotated[str | None, typer.Option("--run", "--run-name", help="Run name (default <compression>-<variant>-"
+                                                                       "<probes>-<split>; --run-name under torchrun, "
+                                                                       "whose own flags clash with --run).")] = None,
+    full_attention: Annotated[int, typer.Option("--full-attention", min=0, help="Probes with full T×T maps.")] = 64,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Next tokens kept per probe.")] = 10,
+    max_gb: Annotated[float, typer.Option("--max-gb", help="Refuse a larger estimated store.")] = 2.0,
+    force: Annotated[bool, typer.Option(help="Overwrite a finished (or other) capture of that name.")] = False,
+    build: Annotated[bool, typer.Option(help="Build a missing variant first (probe compress / recover).")] = False,
+    model_path: ModelPathOpt = None,
+    device: DeviceOpt = "cpu",
+    model_dtype: Annotated[str, typer.Option("--model-dtype", help="auto, float32, float16 or bfloat16.")] = "auto",
+    device_map: DeviceMapOpt = None,
+) -> None:
+    """Record activations and attention of a variant on knowledge probes into a resumable store."""
+    from probe.capture.run import capture
+    from probe.capture.spec import HOOK_KINDS, POSITIONS, CaptureSpec, parse_layers, parse_list
+    from probe.variants import VariantSpec
+
+    spec = CaptureSpec(
+        variant=VariantSpec(_model_spec(model, model_path, device, model_dtype, device_map), variant, compression),
+        probes=probes, split=split, layers=parse_layers(layers), hooks=parse_list(hooks, HOOK_KINDS, "hook"),
+        positions=parse_list(positions, POSITIONS, "position"), dtype=dtype, batch_size=batch_size, run=run,
+        full_attention=full_attention, top_k=top_k, max_gb=max_gb, force=force, build=build,
+    )
+    capture(spec)
+
+
+@app.command("runs")
+def runs_cmd() -> None:
+    """List captures with their status, size and variant."""
+    from probe.capture.store import list_runs
+
+    table = Table(title="Captures")
+    for col in ("model", "run", "variant", "compression", "status", "batches", "probes", "size"):
+        table.add_column(col)
+    for r in list_runs():
+        table.add_row(r["model"], r["run"], r["variant"] or "", r["compression"] or "", r["status"] or "",
+                      r["batches"], str(r["n_probes"]), f"{r['size_bytes'] / 1e6:.1f} MB")
+    out.print(table)
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -15,7 +15,8 @@ from probe.errors import ProbeError
 from probe.knowledge.scoring import LogitsFn, hf_logits_fn
 from probe.models.load import LoadedModel, load_model, preflight
 
-VARIANTS = ("original", "compressed")
+RECOVERY_VARIANTS = ("prompt", "prefix", "lora")  # trained by `probe recover --method`
+VARIANTS = ("original", "compressed", *RECOVERY_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,32 @@ def variant_dir(model: ModelSpec, compression: str) -> Path:
     return artifacts_root() / "variants" / model_key(model) / compression
 
 
+def recovery_dir(model: ModelSpec, compression: str, method: str) -> Path:
+    """Where `probe recover` saves ``method`` trained on the compressed variant ``compression``."""
+    return variant_dir(model, compression) / "recover" / method
+
+
+def recover_command(model: ModelSpec, compression: str, method: str) -> str:
+    return f"`probe recover --model {model.name} --compression {compression} --method {method}`"
+
+
+def read_recovery(spec: VariantSpec) -> dict:
+    """The finished recovery's manifest, or an error naming the `probe recover` command to run."""
+    manifest = read_manifest(recovery_dir(spec.model, spec.compression or "", spec.variant))
+    if manifest is None:
+        raise ProbeError(f"recovery {spec.variant!r} of {spec.model.name}/{spec.compression} is not built: run "
+                         f"{recover_command(spec.model, spec.compression or '', spec.variant)}")
+    return manifest
+
+
 def preflight_variant(spec: VariantSpec) -> None:
     """Cheap checks (model weights, device, variant built) before any heavy work."""
     preflight(spec.model)
     if spec.variant != "original" and read_manifest(variant_dir(spec.model, spec.compression or "")) is None:
         raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model.name} is not built: run "
                          f"`probe compress --model {spec.model.name} --method {spec.compression}`")
+    if spec.variant in RECOVERY_VARIANTS:
+        read_recovery(spec)
 
 
 def load_variant(spec: VariantSpec) -> LoadedVariant:
@@ -74,5 +95,23 @@ def load_variant(spec: VariantSpec) -> LoadedVariant:
                          f"`probe compress --model {spec.model.name} --method {spec.compression}`")
     base = load_model(replace(spec.model, name=str(folder), model_path=None))
     base.name = model_key(spec.model)
-    return LoadedVariant(spec, base, hf_logits_fn(base.model),
-                         {"model": manifest.get("parents", {}).get("model", ""), "compressed": manifest["spec_hash"]})
+    parents = {"model": manifest.get("parents", {}).get("model", ""), "compressed": manifest["spec_hash"]}
+    if spec.variant in RECOVERY_VARIANTS:
+        return _load_recovery(spec, base, parents)
+    return LoadedVariant(spec, base, hf_logits_fn(base.model), parents)
+
+
+def _load_recovery(spec: VariantSpec, base: LoadedModel, parents: dict[str, str]) -> LoadedVariant:
+    """The saved recovery adapter on the loaded compressed variant (its weights stay frozen)."""
+    from probe.recover.spec import get_method
+
+    recovery = read_recovery(spec)
+    folder = recovery_dir(spec.model, spec.compression or "", spec.variant)
+    trained_on = recovery.get("parents", {}).get("compressed")
+    if trained_on != parents["compressed"]:
+        raise ProbeError(f"the {spec.variant} adapter in {folder} was trained on another base model (compressed "
+                         f"{trained_on}, this one is {parents['compressed']}): rerun "
+                         f"{recover_command(spec.model, spec.compression or '', spec.variant)[:-1]} --force`")
+    method = get_method(spec.variant)
+    peft_model = method.load(base.model, folder / "adapter")
+    return LoadedVariant(spec, base, method.logits_fn(peft_model), {**parents, "recovery": recovery["spec_hash"]})

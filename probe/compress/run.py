@@ -120,8 +120,11 @@ def _load_compressed_tensors(path: Path) -> torch.nn.Module:
 
 
 def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32", force: bool = False,
-             with_report: bool = True) -> Path:
-    """Build (or reuse) the variant described by ``spec``; returns its folder."""
+             evaluate: bool = True) -> Path:
+    """Build (or reuse) the variant described by ``spec``; returns its folder.
+
+    ``evaluate=False`` skips perplexity and knowledge accuracy in the report (per-layer errors stay).
+    """
     start = time.perf_counter()
     model_spec = ModelSpec(spec.model, device=device, dtype=dtype)
     preflight(model_spec)
@@ -143,12 +146,13 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
         return final
     layers = target_linears(loaded.model, spec)
     original = {n: m.weight.detach().clone() for n, m in layers.items()}
-    texts, calib = calibration_texts(spec, loaded)
+    # an imported checkpoint needs no calibration (and then gets no per-layer reconstruction error)
+    texts, calib = calibration_texts(spec, loaded) if not spec.from_path else ([], {"source": None})
     ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.seq_len).input_ids.to(
         loaded.device) for t in texts]
-    grams = gram_matrices(loaded.model, layers, ids) if with_report and texts else {}
+    grams = gram_matrices(loaded.model, layers, ids) if texts else {}
     load_s = time.perf_counter() - start
-    reference = loaded if not with_report else replace(loaded, model=_clone(loaded))
+    reference = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
     with atomic_dir(final, overwrite=force) as tmp:
         if spec.from_path:
             plain, stats = _load_compressed_tensors(Path(spec.from_path))
@@ -163,7 +167,7 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
             "reconstruction_error": {} if spec.quantizer == "awq" or not grams
             else reconstruction_errors(original, plain, grams),
         }
-        if with_report:
+        if evaluate:
             report["knowledge"] = knowledge_and_perplexity(loaded, plain, spec.label)
         t = time.perf_counter()
         with status(f"Saving {final}"):

@@ -161,9 +161,11 @@ def build_spec(model: str, method: str, **overrides) -> CompressSpec:
     return CompressSpec(model=model, method=method, **given)
 
 
-# fields that define a method's settings (changing one means the preset name no longer applies);
-# calibration settings do not rename a preset, they are recorded in its manifest and spec hash
-_SHAPING = ("method", "bits", "group_size", "symmetric", "actorder", "sparsity", "pattern", "targets", "ignore")
+# fields that define a method's settings (changing one means the preset name no longer applies, and an
+# imported checkpoint never takes a preset's name); calibration settings do not rename a preset, they are
+# recorded in its manifest and spec hash
+_SHAPING = ("method", "bits", "group_size", "symmetric", "actorder", "sparsity", "pattern", "targets", "ignore",
+            "from_path")
 
 
 def target_linears(model: torch.nn.Module, spec: CompressSpec) -> dict[str, torch.nn.Linear]:

@@ -1,6 +1,8 @@
 """Compression of the real SmolLM2: GPTQ vs RTN per layer, baked grids, and `probe eval` on a variant.
 
-The two variants are built once per module (32 calibration texts × 128 tokens) and shared.
+The two variants are built once per module (32 calibration texts × 128 tokens) without the
+knowledge part of the report (the tiny-llama tests cover it; `probe eval` runs here instead) and
+shared. The self-generated calibration text is cached in the shared test artifacts, like SmolLM2.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ N_CAL, SEQ = 32, 128
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, smollm2_folder):
+    from tests.conftest import SHARED_ARTIFACTS
+
     root = tmp_path_factory.mktemp("compress") / "artifacts"
     (root / "models").mkdir(parents=True)
     (root / "models" / "smollm2-135m").symlink_to(smollm2_folder)
+    (SHARED_ARTIFACTS / "corpus").mkdir(parents=True, exist_ok=True)
+    (root / "corpus").symlink_to(SHARED_ARTIFACTS / "corpus")
     mp = pytest.MonkeyPatch()
     mp.setenv("PROBE_ARTIFACTS", str(root))
     yield root
@@ -33,7 +39,7 @@ def root(tmp_path_factory, smollm2_folder):
 def variants(root):
     from probe.compress import build_spec, compress
 
-    return {name: compress(build_spec("smollm2-135m", name, n_calibration=N_CAL, seq_len=SEQ))
+    return {name: compress(build_spec("smollm2-135m", name, n_calibration=N_CAL, seq_len=SEQ), evaluate=False)
             for name in ("gptq3", "rtn3")}
 
 
@@ -70,7 +76,6 @@ def test_probe_eval_cli_on_saved_variant(variants, root):
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
-    report = _read(variants["gptq3"], "report.json")["knowledge"]
     assert result["variant"] == "compressed" and result["compression"] == "gptq3"
-    assert result["top1_accuracy"] == pytest.approx(report["top1_accuracy"])
-    assert report["top1_accuracy"] < report["original_top1"] and report["facts_forgotten"] > 0
+    assert result["n_facts"] > 100 and 0 <= result["top1_accuracy"] < 0.5
+    assert result["parents"]["compressed"] == _read(variants["gptq3"], "manifest.json")["spec_hash"]

@@ -145,6 +145,7 @@ def test_import_compressed_tensors_checkpoint(artifacts, tmp_path):
     loaded.tokenizer.save_pretrained(tmp_path / "ct")
     assert "quantization_config" in json.loads((tmp_path / "ct" / "config.json").read_text())
     path = compress(build_spec("tiny-llama", "gptq4", from_path=str(tmp_path / "ct")))
+    assert path.name.startswith("gptq-")  # an import never takes a preset's name
     got = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
     assert "quantization_config" not in json.loads((path / "config.json").read_text())
     for k, v in expected.items():

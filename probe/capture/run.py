@@ -1,0 +1,200 @@
+"""`probe capture`: run a variant hooked on every probe and write the resumable store.
+
+Order of work: cheap checks (variant built, store state) → load → tokenise and size the store
+(refuse above ``--max-gb``) → create or resume the store → batches not yet done → finalise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from probe.artifacts import build_manifest, spec_hash
+from probe.capture.distributed import Ranks, close, init_ranks, rank_device
+from probe.capture.recorder import CaptureView, Layout, ProbeInput, Recorder, encode_probes, model_dims
+from probe.capture.spec import CaptureSpec
+from probe.capture.store import CaptureStore, captures_root, estimate_bytes, read_status
+from probe.errors import ProbeError
+from probe.knowledge.loaders import load_probes
+from probe.knowledge.schema import Fact
+from probe.progress import console, track
+from probe.variants import RECOVERY_VARIANTS, LoadedVariant, VariantSpec, load_variant, model_key, preflight_variant
+
+BatchCallback = Callable[[int], None]
+
+
+def capture_path(spec: CaptureSpec) -> Path:
+    return captures_root() / model_key(spec.variant.model) / spec.run_name
+
+
+def view_for(loaded: LoadedVariant) -> CaptureView:
+    """What to hook: `probe.variants.capture_view` when present, else the dense model (original/compressed)."""
+    import probe.variants as variants
+
+    if hasattr(variants, "capture_view"):
+        return variants.capture_view(loaded)
+    if loaded.spec.variant in ("original", "compressed"):
+        return CaptureView(loaded.base.model)
+    raise ProbeError(f"capturing the {loaded.spec.variant!r} variant needs probe.variants.capture_view, "
+                     f"which this tree does not have yet: capture original or compressed")
+
+
+def build_missing(spec: VariantSpec) -> None:
+    """``--build``: run the `probe compress` / `probe recover` a missing variant needs."""
+    from probe.artifacts import read_manifest
+    from probe.variants import recovery_dir, variant_dir
+
+    if spec.variant == "original":
+        return
+    if read_manifest(variant_dir(spec.model, spec.compression or "")) is None:
+        from probe.compress import build_spec, compress
+
+        compress(build_spec(spec.model.name, spec.compression or ""), device=spec.model.device)
+    if spec.variant in RECOVERY_VARIANTS and read_manifest(recovery_dir(spec.model, spec.compression or "",
+                                                                        spec.variant)) is None:
+        from probe.recover.run import recover
+        from probe.recover.spec import RecoverSpec
+
+        recover(RecoverSpec(model=spec.model.name, compression=spec.compression or "", method=spec.variant),
+                device=spec.model.device)
+
+
+def check_existing(spec: CaptureSpec, path: Path, content_hash: str) -> dict | None:
+    """The unfinished store's manifest to resume, None to create; refuse to clobber a finished run."""
+    status = read_status(path)
+    if status is None or spec.force:
+        return None
+    if status.get("status") == "complete":
+        raise ProbeError(f"capture {path} is already complete: use --force to overwrite it, or --run NAME for "
+                         f"another run")
+    if status.get("spec_hash") != content_hash:
+        raise ProbeError(f"an unfinished capture with other settings is at {path}: rerun with its settings to "
+                         f"resume, --force to restart it, or --run NAME")
+    return status
+
+
+def probe_rows(facts: tuple[Fact, ...], inputs: list[ProbeInput]) -> list[dict]:
+    return [{"index": i, "id": f.id, "relation": f.relation, "subject": f.subject, "object": f.object,
+             "answers": list(f.answers), "prompt": f.prompt, "split": f.split, "n_tokens": len(p.ids),
+             "last": p.last, "subject_pos": p.subject}
+            for i, (f, p) in enumerate(zip(facts, inputs, strict=True))]
+
+
+def result_rows(rows: list[dict], store_path: Path, tokenizer) -> list[dict]:
+    """The probe table with each probe's top-k tokens, answer rank and chosen prompt (read back)."""
+    from probe.capture.store import open_run
+
+    run = open_run(store_path)
+    ids, lps = run["logits/topk_ids"][:], run["logits/topk_logprobs"][:]
+    rank, chosen = run["logits/answer_rank"][:], run["prompt/chosen"][:]
+    return [{**row, "answer_rank": int(rank[i]), "answer_top1": bool(rank[i] == 0), "chosen_prompt": int(chosen[i]),
+             "top_tokens": [tokenizer.decode([int(t)]) for t in ids[i]],
+             "top_logprobs": [round(float(x), 5) for x in lps[i]]}
+            for i, row in enumerate(rows)]
+
+
+def capture(spec: CaptureSpec, on_batch: BatchCallback | None = None) -> Path:
+    """Capture ``spec`` (sharded when under torchrun) and return the store's folder."""
+    ranks = init_ranks(spec.variant.model.device)
+    try:
+        return _capture(spec, ranks, on_batch)
+    finally:
+        close(ranks)
+
+
+def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None) -> Path:
+    vspec = replace(spec.variant, model=replace(spec.variant.model,
+                                                device=rank_device(spec.variant.model.device, ranks)))
+    if spec.build:
+        if ranks.world > 1:
+            raise ProbeError("--build cannot run under torchrun: build the variant first without torchrun")
+        build_missing(vspec)
+    preflight_variant(vspec)
+    path = capture_path(spec)
+    content_hash = spec_hash(spec.content())
+    resume = check_existing(spec, path, content_hash)
+
+    t0 = time.perf_counter()
+    loaded = load_variant(vspec)
+    view = view_for(loaded)
+    probes = load_probes(spec.probes).split(spec.split)
+    n_layers, d_model, n_heads = model_dims(view.model)
+    layers = spec.check_layers(n_layers)
+    n_prefix = view.prefix.n_tokens if view.prefix is not None else 0
+    tok = loaded.base.tokenizer
+    inputs = encode_probes(probes.facts, tok, loaded.base.max_positions, n_prefix)
+    n = len(inputs)
+    layout = Layout(layers, spec.hooks, spec.positions, n, max(len(p.ids) for p in inputs), d_model, n_heads,
+                    n_prefix, min(spec.full_attention, n), spec.top_k, spec.dtype)
+    arrays = layout.arrays()
+    size = estimate_bytes(arrays)
+    n_batches = -(-n // spec.batch_size)
+    if ranks.is_main:
+        console.print(f"capture {path}: {n} probes, {len(layers)} layers, {len(arrays)} arrays, estimated "
+                      f"{size / 1e9:.3f} GB uncompressed ({spec.dtype})")
+    if size > spec.max_gb * 1e9:
+        raise ProbeError(f"the capture would take about {size / 1e9:.2f} GB, above --max-gb {spec.max_gb:g}: "
+                         f"record fewer --layers/--hooks/--positions, use --dtype float16, or raise --max-gb")
+
+    manifest = build_manifest(
+        "capture", spec.content(), parents={**loaded.parents, "probes": probes.content_hash()},
+        model=model_key(vspec.model), variant=vspec.variant, compression=vspec.compression, probes=probes.name,
+        probe_hash=probes.content_hash(), split=spec.split, layers=list(layers), hooks=list(spec.hooks),
+        hook_names={kind: [layout.hook_name(kind, la) for la in layers] for kind in spec.hooks},
+        positions=list(spec.positions), dtype=spec.dtype, n_probes=n, n_batches=n_batches,
+        batch_size=spec.batch_size, t_max=layout.t_max, n_full_attention=layout.n_full,
+        prompt={"n_tokens": n_prefix, "n_prompts": view.prefix.n_prompts if view.prefix is not None else 0,
+                "key_columns": [0, n_prefix], "note": "prompt keys are attention columns 0..n-1; stored "
+                "positions index real tokens only, so they align across variants; stored attention rows are "
+                "over real keys, renormalised, with the prompt's mass in '.prompt_mass'"},
+        shapes={k: list(a.shape) for k, a in arrays.items()}, estimated_bytes=size, world_size=ranks.world,
+    )
+    manifest["spec_hash"] = content_hash
+    rows = probe_rows(probes.facts, inputs)
+    if ranks.is_main and resume is None:
+        CaptureStore.create(path, arrays, spec.batch_size, manifest, rows)
+    ranks.barrier()
+    store = CaptureStore(path, spec.batch_size)
+
+    from probe.models.bridge import hook_model
+
+    bridge = hook_model(replace(loaded.base, model=view.model))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    recorder = Recorder(bridge, view, layout, pad_id)
+    todo = [i for i in ranks.my_batches(n_batches) if i not in store.done()]
+    failed: BaseException | None = None
+    try:
+        for index in track(todo, f"Capturing {vspec.label} (rank {ranks.rank})" if ranks.world > 1
+                           else f"Capturing {vspec.label}"):
+            start = index * spec.batch_size
+            items = inputs[start: start + spec.batch_size]
+            store.write_batch(index, recorder.record(items, max(0, min(layout.n_full - start, len(items)))))
+            if on_batch is not None:
+                on_batch(index)
+    except BaseException as exc:  # every rank must learn of a failure before the final barrier
+        failed = exc
+    if ranks.share_error(failed is not None):
+        if failed is not None:
+            raise failed
+        raise ProbeError(f"another rank failed: rerun the same command to resume {path}")
+    ranks.barrier()
+    if ranks.is_main:
+        missing = set(range(n_batches)) - store.done()
+        if missing:
+            raise ProbeError(f"{len(missing)} batches of {path} are missing: rerun the same command to resume")
+        manifest["seconds"] = round(time.perf_counter() - t0, 2)
+        store.finalise(manifest, result_rows(rows, path, tok))
+        console.print(f"captured {n} probes in {manifest['seconds']:.1f} s: {path}")
+    ranks.barrier()
+    return path
+
+
+def top1_accuracy(path: Path) -> float:
+    """Share of probes whose answer is top-1 (equals `probe eval`'s top-1 accuracy)."""
+    from probe.capture.store import open_run
+
+    return float(np.mean(open_run(path)["logits/answer_top1"][:]))

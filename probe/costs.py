@@ -1,0 +1,183 @@
+"""`probe costs`: deployment cost of every built variant of one compressed model, side by side.
+
+Per variant: extra parameters (what the recovery adds), extra KV positions (prompt/prefix
+length), forward latency on a batch of eval-split probe prompts, generation latency per token
+with a KV cache (greedy, after a prefill that is not counted), and memory. All variants are
+loaded into one process and timed round-robin (repeat r of every variant before repeat r+1),
+so machine load drifts hit them alike; medians over repeats are reported.
+
+LoRA is timed UNMERGED (peft side branch): merging into quantized/sparse weights would undo
+the compression, so the side branch is the deployment cost the paper compares.
+
+Memory: on CUDA the peak allocated during the variant's timed calls; on CPU (no allocator
+statistics) the weights resident for the variant (dense weights + adapter) plus the KV cache
+at the end of generation — the part that differs between variants.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from probe.artifacts import artifacts_root, build_manifest, read_manifest, write_json_atomic
+from probe.config import ModelSpec
+from probe.errors import ProbeError
+from probe.knowledge.loaders import load_probes
+from probe.knowledge.scoring import LogitsFn
+from probe.progress import track
+from probe.variants import (
+    RECOVERY_VARIANTS,
+    LoadedVariant,
+    VariantSpec,
+    load_variant,
+    model_key,
+    recovery_dir,
+    variant_dir,
+)
+
+
+@dataclass(frozen=True)
+class CostSpec:
+    model: str = "smollm2-135m"
+    compression: str = "gptq3"
+    repeats: int = 5
+    n_probes: int = 32
+    gen_tokens: int = 16
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if min(self.repeats, self.n_probes, self.gen_tokens) < 1:
+            raise ProbeError("--repeats, --n-probes and --gen-tokens must be at least 1")
+
+
+def built_variants(model: ModelSpec, compression: str) -> list[str]:
+    """original, compressed and every recovery of ``compression`` that has been built."""
+    if read_manifest(variant_dir(model, compression)) is None:
+        raise ProbeError(f"compressed variant {compression!r} of {model.name} is not built: run "
+                         f"`probe compress --model {model.name} --method {compression}`")
+    return ["original", "compressed", *[m for m in RECOVERY_VARIANTS
+                                        if read_manifest(recovery_dir(model, compression, m)) is not None]]
+
+
+def probe_batch(tokenizer, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` eval-split probe prompts, right-padded."""
+    prompts = [f.prompt for f in load_probes("builtin").split("eval").facts[:n]]
+    rows = [tokenizer(p).input_ids for p in prompts]
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def forward_seconds(fn: LogitsFn, ids: torch.Tensor, mask: torch.Tensor) -> float:
+    _sync(ids.device)
+    start = time.perf_counter()
+    fn(ids, mask)
+    _sync(ids.device)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def generate_greedy(fn: LogitsFn, ids: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, float, Any]:
+    """Greedy tokens ``[B, n]`` after a prefill, the decode seconds per token, and the final cache."""
+    logits, past = fn(ids, mask, use_cache=True)
+    last = mask.sum(1) - 1
+    token = logits[torch.arange(len(ids)), last].argmax(-1, keepdim=True)
+    out = [token]
+    _sync(ids.device)
+    start = time.perf_counter()
+    for _ in range(n - 1):
+        mask = torch.cat([mask, mask.new_ones(len(ids), 1)], dim=1)
+        logits, past = fn(token, mask, past=past, use_cache=True)
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(token)
+    _sync(ids.device)
+    return torch.cat(out, 1), (time.perf_counter() - start) / max(n - 1, 1), past
+
+
+def cache_bytes(past: Any) -> int:
+    return sum(t.numel() * t.element_size() for layer in getattr(past, "layers", []) for t in (layer.keys,
+                                                                                              layer.values))
+
+
+def recovery_info(spec: VariantSpec) -> dict:
+    if spec.variant not in RECOVERY_VARIANTS:
+        return {"extra_parameters": 0, "extra_kv_positions": 0}
+    manifest = read_manifest(recovery_dir(spec.model, spec.compression or "", spec.variant)) or {}
+    return {"extra_parameters": int(manifest.get("trainable_parameters", 0)),
+            "extra_kv_positions": int(manifest.get("extra_kv_positions", 0))}
+
+
+def weight_bytes(loaded: LoadedVariant, extra_parameters: int) -> int:
+    """Dense weights (LoRA's side branch excluded, then added back as extra parameters) plus adapter."""
+    params = {id(p): p for n, p in loaded.base.model.named_parameters() if "lora_" not in n}
+    dense = sum(p.numel() * p.element_size() for p in params.values())
+    return dense + extra_parameters * next(iter(params.values())).element_size()
+
+
+def measure_costs(spec: CostSpec) -> dict:
+    """Load every built variant, time them round-robin, save and return the table as a dict."""
+    model = ModelSpec(spec.model, device=spec.device, dtype="float32")
+    names = built_variants(model, spec.compression)
+    loaded = {n: load_variant(VariantSpec(model, n, None if n == "original" else spec.compression)) for n in names}
+    first = next(iter(loaded.values())).base
+    ids, mask = probe_batch(first.tokenizer, spec.n_probes, first.device)
+    fwd: dict[str, list[float]] = {n: [] for n in names}
+    gen: dict[str, list[float]] = {n: [] for n in names}
+    peak: dict[str, int] = {}
+    tokens: dict[str, list[list[int]]] = {}
+    for v in loaded.values():  # warm-up, untimed
+        forward_seconds(v.logits_fn, ids, mask)
+    for _ in track(range(spec.repeats), f"Timing {len(names)} variants"):
+        for n, v in loaded.items():
+            if first.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(first.device)
+            fwd[n].append(forward_seconds(v.logits_fn, ids, mask))
+            out, per_token, past = generate_greedy(v.logits_fn, ids, mask, spec.gen_tokens)
+            gen[n].append(per_token)
+            tokens[n] = out.tolist()
+            info = recovery_info(v.spec)
+            peak[n] = (torch.cuda.max_memory_allocated(first.device) if first.device.type == "cuda"
+                       else weight_bytes(v, info["extra_parameters"]) + cache_bytes(past))
+    rows = []
+    for n, v in loaded.items():
+        info = recovery_info(v.spec)
+        rows.append({"variant": n, **info,
+                     "forward_ms": 1e3 * statistics.median(fwd[n]),
+                     "gen_ms_per_token": 1e3 * statistics.median(gen[n]),
+                     "memory_mb": peak[n] / 2**20,
+                     "forward_ms_all": [1e3 * x for x in fwd[n]],
+                     "gen_ms_all": [1e3 * x for x in gen[n]]})
+    path = artifacts_root() / "costs" / model_key(model) / f"{spec.compression}.json"
+    result = {"model": model_key(model), "compression": spec.compression, "device": str(first.device),
+              "batch": list(ids.shape), "threads": torch.get_num_threads(), "rows": rows,
+              "greedy_tokens": tokens, "manifest": build_manifest("costs", spec)}
+    write_json_atomic(path, result)
+    return {**result, "path": str(path)}
+
+
+def cost_table(result: dict):
+    from rich.table import Table
+
+    table = Table(title=f"Costs: {result['model']} / {result['compression']} ({result['device']}, "
+                        f"batch {result['batch'][0]}×{result['batch'][1]}, medians)")
+    for col in ("variant", "extra params", "extra KV pos", "forward ms", "gen ms/token", "memory MB"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in result["rows"]:
+        table.add_row(r["variant"], f"{r['extra_parameters']:,}", str(r["extra_kv_positions"]),
+                      f"{r['forward_ms']:.1f}", f"{r['gen_ms_per_token']:.1f}", f"{r['memory_mb']:.1f}")
+    return table

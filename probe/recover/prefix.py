@@ -1,0 +1,63 @@
+"""Prefix tuning (peft ``PrefixTuning``, no reparametrisation): learned keys/values at every layer.
+
+peft stores the prefix as one embedding ``[n, layers * 2 * kv_heads * head_dim]`` and turns it
+into a cache in ``PeftModel.get_prompt``; we take that cache as a :class:`KVPrefix` (Llama's
+cached keys are used as given: no rotation is applied to them) and run inputs behind it at
+positions ``n..``, exactly as peft's forward does (tested to 1e-5).
+
+Initialisation: the keys/values the compressed model itself produces for ``spec.init_text``
+(``n_tokens`` tokens), so training starts from a real text prefix rather than N(0, 1) noise,
+which wrecks the model's output before the first step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from probe.recover.kv_prefix import KVPrefix, prefix_logits_fn
+from probe.recover.soft_prompt import init_token_ids, student_through_prefix
+from probe.recover.spec import RecoverSpec, RecoveryMethod
+
+
+def peft_prefix(peft_model) -> KVPrefix:
+    """peft's own prefix cache (batch 1) as a KVPrefix with ``m = 1``; differentiable while training."""
+    cache = peft_model.get_prompt(batch_size=1)
+    return KVPrefix([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers])
+
+
+def prefix_table(peft_model) -> torch.Tensor:
+    """The learned table ``[n, layers * 2 * kv_heads * head_dim]``."""
+    return peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
+
+
+class Prefix(RecoveryMethod):
+    name = "prefix"
+
+    def create(self, model, tokenizer, spec: RecoverSpec):
+        from peft import PrefixTuningConfig, get_peft_model
+
+        peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=spec.n_tokens))
+        ids = torch.tensor([init_token_ids(tokenizer, spec.init_text, spec.n_tokens)], device=model.device)
+        with torch.no_grad():
+            cache = model(input_ids=ids, use_cache=True).past_key_values
+            n, layers = spec.n_tokens, len(cache.layers)
+            kv_heads, head_dim = cache.layers[0].keys.shape[1], cache.layers[0].keys.shape[3]
+            table = prefix_table(peft_model).view(n, layers, 2, kv_heads, head_dim)
+            for i, layer in enumerate(cache.layers):
+                table[:, i, 0] = layer.keys[0].transpose(0, 1)
+                table[:, i, 1] = layer.values[0].transpose(0, 1)
+        return peft_model
+
+    def student(self, peft_model):
+        return student_through_prefix(peft_model.get_base_model(), lambda: peft_prefix(peft_model))
+
+    def logits_fn(self, peft_model):
+        with torch.no_grad():
+            prefix = peft_prefix(peft_model)
+        return prefix_logits_fn(peft_model.get_base_model(), prefix)
+
+    def extra_kv_positions(self, peft_model) -> int:
+        return prefix_table(peft_model).shape[0]
+
+
+METHOD = Prefix()

@@ -1,0 +1,173 @@
+"""`probe recover`: train one recovery method on a saved compressed variant and save it atomically.
+
+Saved under ``artifacts/variants/<model>/<preset>/recover/<method>/``::
+
+    adapter/            peft adapter (adapter_model.safetensors + adapter_config.json)
+    manifest.json       spec (all hyper-parameters), parents, data provenance, parameter count,
+                        time, held-out losses, eval summary
+    losses.json         loss per step, held-out losses
+    loss.png            the loss curve
+    eval.json           eval-split top-1 of original / compressed / recovered and the facts
+                        recovered (known to the original, lost by compression, regained)
+
+Teacher (the ORIGINAL model) and student (the compressed variant under the adapter) are both
+loaded in this process; the base weights are frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from probe.artifacts import atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
+from probe.config import ModelSpec
+from probe.corpus import load_text
+from probe.errors import ProbeError
+from probe.knowledge.scoring import hf_logits_fn
+from probe.models.load import LoadedModel, load_model, preflight
+from probe.progress import console, status
+from probe.recover.data import build_data
+from probe.recover.spec import RecoverSpec, get_method
+from probe.recover.train import TrainResult, train
+from probe.variants import LoadedVariant, VariantSpec, model_key, recovery_dir, variant_dir
+
+
+def check_inputs(spec: RecoverSpec, model_spec: ModelSpec) -> dict:
+    """Fail fast (before loading anything heavy); returns the compressed variant's manifest."""
+    get_method(spec.method)
+    preflight(model_spec)
+    compressed = read_manifest(variant_dir(model_spec, spec.compression))
+    if compressed is None:
+        raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model} is not built: run "
+                         f"`probe compress --model {spec.model} --method {spec.compression}`")
+    if spec.train_text and spec.train_data != "facts":
+        load_text(spec.train_text)
+    return compressed
+
+
+def plot_losses(result: TrainResult, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(result.losses) + 1), result.losses, label="train (batch)")
+    ax.axhline(result.held_out_before, color="grey", ls="--", label="held-out, start")
+    ax.axhline(result.held_out_after, color="green", ls="--", label="held-out, end")
+    if result.held_out_baseline is not None:
+        ax.axhline(result.held_out_baseline, color="red", ls=":", label="held-out, compressed")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def eval_variant(variant: LoadedVariant, reuse: bool = False) -> dict:
+    """Eval-split result of ``variant``; with ``reuse``, a saved result of the same spec and parents."""
+    from probe.evaluation.run import EvalSpec, result_path, run_eval
+
+    spec = EvalSpec(variant=variant.spec)
+    if reuse:
+        path = result_path({"model": model_key(variant.spec.model), "variant": variant.spec.variant,
+                            "compression": variant.spec.compression, "probes": spec.probes, "template": spec.template})
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("parents") == variant.parents and saved.get("manifest", {}).get("spec_hash") == \
+                    spec_hash(spec):
+                return saved
+    return run_eval(spec, loaded=variant)
+
+
+def summarise_eval(results: dict[str, dict]) -> dict:
+    """Eval-split top-1 of original / compressed / recovered and the facts the recovery brought back."""
+    known = {name: set(r["known_ids"]) for name, r in results.items()}
+    lost = known["original"] - known["compressed"]
+    regained = lost & known["recovered"]
+    return {
+        "n_facts": results["original"]["n_facts"],
+        "top1": {name: r["top1_accuracy"] for name, r in results.items()},
+        "per_relation": {name: r["per_relation"] for name, r in results.items()},
+        "n_lost": len(lost), "n_regained": len(regained),
+        "n_newly_broken": len(known["compressed"] - known["recovered"]),
+        "regained_ids": sorted(regained),
+    }
+
+
+def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_eval: bool = True) -> Path:
+    """Train ``spec.method`` on the compressed variant, save it atomically; returns the folder."""
+    model_spec = ModelSpec(spec.model, device=device, dtype="float32")
+    compressed_manifest = check_inputs(spec, model_spec)
+    final = recovery_dir(model_spec, spec.compression, spec.method)
+    existing = read_manifest(final)
+    if existing is not None and not force:
+        if existing.get("spec_hash") != spec_hash(spec):
+            raise ProbeError(f"recovery {final} exists with other settings: pass --force to retrain it")
+        console.print(f"Reusing the finished recovery {final} (pass --force to retrain)")
+        return final
+    start = time.perf_counter()
+    method = get_method(spec.method)
+    with status(f"Loading {spec.model} (teacher) and {spec.compression} (student)"):
+        original = load_model(model_spec)
+        student_base = load_model(replace(model_spec, name=str(variant_dir(model_spec, spec.compression))))
+    student_base.name = original.name
+    for model in (original.model, student_base.model):
+        model.requires_grad_(False)
+    data = build_data(spec, original.tokenizer, original)
+    parents = {"model": original.model_hash, "compressed": compressed_manifest["spec_hash"]}
+    # evaluated before the adapter is attached (LoRA modifies the compressed model's modules in place)
+    results = {name: eval_variant(v, reuse=True) for name, v in _eval_variants(model_spec, spec, original, student_base,
+                                                                   parents).items()} if with_eval else None
+    peft_model = method.create(student_base.model, student_base.tokenizer, spec)
+    teacher = hf_logits_fn(original.model)
+    plain = hf_logits_fn(student_base.model)
+    result = train(method.student(peft_model), [p for p in peft_model.parameters() if p.requires_grad],
+                   data.batches(spec.steps, spec.batch_size, spec.seed),
+                   lambda ids, mask: teacher(ids, mask)[0], spec,
+                   held_out=data.held_out_batches(spec.batch_size),
+                   baseline=lambda ids, mask: _without_adapter(peft_model, plain, ids, mask))
+    peft_model.eval()
+    n_params = method.extra_parameters(peft_model)
+    summary = None
+    if results is not None:
+        recovered = LoadedVariant(VariantSpec(model_spec, spec.method, spec.compression), student_base,
+                                  method.logits_fn(peft_model), {**parents, "recovery": spec_hash(spec)})
+        summary = summarise_eval({**results, "recovered": eval_variant(recovered)})
+    losses = {**asdict(result), "objective": spec.objective}
+    with atomic_dir(final, overwrite=True) as tmp:
+        method.save(peft_model, tmp / "adapter")
+        write_json_atomic(tmp / "losses.json", losses)
+        plot_losses(result, tmp / "loss.png", f"{spec.method} on {spec.model}/{spec.compression}")
+        if summary is not None:
+            write_json_atomic(tmp / "eval.json", summary)
+        manifest = build_manifest(
+            "recovery", spec, parents, data=data.info, trainable_parameters=n_params,
+            extra_kv_positions=method.extra_kv_positions(peft_model), train_seconds=round(result.seconds, 2),
+            total_seconds=round(time.perf_counter() - start, 2), held_out_compressed=result.held_out_baseline,
+            held_out_before=result.held_out_before, held_out_after=result.held_out_after,
+            eval=None if summary is None else {k: v for k, v in summary.items() if k not in ("regained_ids",
+                                                                                          "per_relation")})
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return final
+
+
+def _without_adapter(peft_model, plain, ids, mask):
+    """The compressed model's own logits (prompt/prefix add nothing to it; LoRA is switched off)."""
+    if hasattr(peft_model, "disable_adapter") and not peft_model.active_peft_config.is_prompt_learning:
+        with peft_model.disable_adapter():
+            return plain(ids, mask)[0]
+    return plain(ids, mask)[0]
+
+
+def _eval_variants(model_spec: ModelSpec, spec: RecoverSpec, original: LoadedModel, compressed: LoadedModel,
+                   parents: dict[str, str]) -> dict[str, LoadedVariant]:
+    """Original and compressed as LoadedVariants over the models already in memory."""
+    return {
+        "original": LoadedVariant(VariantSpec(model_spec), original, hf_logits_fn(original.model),
+                                  {"model": parents["model"]}),
+        "compressed": LoadedVariant(VariantSpec(model_spec, "compressed", spec.compression), compressed,
+                                    hf_logits_fn(compressed.model), parents),
+    }

@@ -1,0 +1,156 @@
+"""``RecoverSpec``: every setting of one recovery run, validated on construction.
+
+Defaults (chosen so each method trains in at most ~5 minutes on SmolLM2-135M, 2 CPU cores;
+measured numbers are in ``probe/recover/run.py``'s docstring):
+
+* data: the original model's self-generated corpus (64 texts × 128 new tokens, the same cache the
+  compression stage calibrates on) cut into ``seq_len=64`` token windows, 10% held out;
+  ``batch_size=8``.
+* objective ``kl``: distillation KL(original ‖ recovered) on every real token's next-token
+  distribution; ``lm`` is plain next-token cross-entropy.
+* ``prompt``: ``n_tokens=32`` virtual tokens (32 × 576 = 18,432 parameters on SmolLM2), lr 3e-3.
+* ``prefix``: ``n_tokens=32`` learned key/value positions per layer (32 × 30 layers × 2 × 192 =
+  368,640 parameters on SmolLM2), lr 3e-3.
+* ``lora``: rank 8, alpha 16, on ``q_proj,v_proj`` (460,800 parameters on SmolLM2), lr 1e-3.
+* ``steps``: 60 for every method.
+
+``fast`` is a preset for tests: a few steps on tiny windows, seconds on ``tiny-llama``. Any
+value given explicitly wins over both the defaults and the preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from probe.errors import ProbeError
+
+METHODS: tuple[str, ...] = ("prompt", "prefix", "lora")
+OBJECTIVES = ("kl", "lm")
+TRAIN_DATA = ("corpus", "facts", "both")
+
+DEFAULT_LR = {"prompt": 1e-2, "prefix": 1e-2, "lora": 2e-3, "idp": 1e-2}
+DEFAULTS = dict(steps=60, batch_size=4, seq_len=64, n_tokens=32, n_texts=64, text_tokens=128)
+FAST = dict(steps=4, batch_size=2, seq_len=16, n_tokens=4, n_texts=8, text_tokens=24)
+
+
+@dataclass(frozen=True)
+class RecoverSpec:
+    """One recovery run. ``None`` fields take the method's default (or the ``fast`` preset)."""
+
+    model: str = "smollm2-135m"
+    compression: str = "gptq3"
+    method: str = "prompt"
+    steps: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    seq_len: int | None = None
+    n_tokens: int | None = None
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    objective: str = "kl"
+    train_data: str = "corpus"
+    train_text: str | None = None
+    n_texts: int | None = None
+    text_tokens: int | None = None
+    heldout_fraction: float = 0.1
+    init_text: str = ("Recall the facts you know and complete the sentence with the correct, well-known answer. "
+                      "Think about people, places, science, history and language.")
+    fast: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ProbeError(f"unknown recovery method {self.method!r}: use one of {', '.join(METHODS)}")
+        preset = FAST if self.fast else DEFAULTS
+        for name, value in preset.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.lr is None:
+            object.__setattr__(self, "lr", DEFAULT_LR.get(self.method, 1e-3))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        for name in ("steps", "batch_size", "seq_len", "n_tokens", "n_texts", "text_tokens", "rank"):
+            if getattr(self, name) <= 0:
+                raise ProbeError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ProbeError(f"--lr must be > 0, got {self.lr}")
+        if self.seq_len < 2:
+            raise ProbeError("--seq-len must be at least 2 tokens (next-token targets)")
+        if self.objective not in OBJECTIVES:
+            raise ProbeError(f"unknown --objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+        if self.train_data not in TRAIN_DATA:
+            raise ProbeError(f"unknown --train-data {self.train_data!r}: use one of {', '.join(TRAIN_DATA)}")
+        if not 0 < self.heldout_fraction < 1:
+            raise ProbeError(f"held-out fraction must be in (0, 1), got {self.heldout_fraction}")
+        if not self.targets:
+            raise ProbeError("--targets needs at least one module name, e.g. q_proj,v_proj")
+
+    def with_(self, **changes) -> RecoverSpec:
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class RecoveryMethod:
+    """What each method (prompt, prefix, lora; the lead's idp) provides on top of peft.
+
+    ``create`` wraps a frozen model in a fresh peft adapter; ``student`` is the differentiable
+    logits-of-real-tokens function the training loop calls; ``logits_fn`` is the inference
+    :class:`~probe.knowledge.scoring.LogitsFn` (KV-cache contract of ``score_facts``).
+    Saving and loading go through peft (``adapter_model.safetensors`` + ``adapter_config.json``).
+    """
+
+    name: str = ""
+
+    def create(self, model, tokenizer, spec: RecoverSpec):
+        raise NotImplementedError
+
+    def student(self, peft_model):
+        raise NotImplementedError
+
+    def logits_fn(self, peft_model):
+        raise NotImplementedError
+
+    def extra_kv_positions(self, peft_model) -> int:
+        return 0
+
+    def save(self, peft_model, folder) -> None:
+        peft_model.save_pretrained(folder, safe_serialization=True)
+
+    def load(self, model, folder):
+        """The saved adapter on ``model`` (frozen); a mismatching base is a one-line error."""
+        import torch
+        from peft import PeftModel
+
+        try:
+            peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False).eval()
+            with torch.no_grad():  # prompt-learning configs load into any model: one token shows a misfit
+                one = torch.zeros((1, 1), dtype=torch.long, device=model.device)
+                self.logits_fn(peft_model)(one, torch.ones_like(one))
+            return peft_model
+        except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+            raise ProbeError(f"the {self.name} adapter in {folder} does not fit this model (trained on another "
+                             f"base model?): {str(exc).splitlines()[0][:200]}") from None
+
+    def extra_parameters(self, peft_model) -> int:
+        """Parameters the adapter adds (what is saved), whether trainable now or not."""
+        from peft import get_peft_model_state_dict
+
+        return sum(t.numel() for t in get_peft_model_state_dict(peft_model).values())
+
+
+# method name -> module defining ``METHOD`` (a RecoveryMethod); imported lazily (torch, peft)
+METHOD_MODULES: dict[str, str] = {
+    "prompt": "probe.recover.soft_prompt",
+    "prefix": "probe.recover.prefix",
+    "lora": "probe.recover.lora",
+}
+
+
+def get_method(name: str) -> RecoveryMethod:
+    import importlib
+
+    if name not in METHOD_MODULES:
+        raise ProbeError(f"unknown recovery method {name!r}: use one of {', '.join(METHOD_MODULES)}")
+    return importlib.import_module(METHOD_MODULES[name]).METHOD

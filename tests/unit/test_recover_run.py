@@ -1,0 +1,146 @@
+"""`probe recover` end to end on the tiny Llama with a fake compressed variant; bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from probe.artifacts import atomic_dir, build_manifest
+from probe.config import ModelSpec
+from probe.errors import ProbeError
+from probe.models.tiny import build_tiny_llama
+from probe.recover.run import recover
+from probe.recover.spec import RecoverSpec
+from probe.variants import VariantSpec, load_variant, recovery_dir, variant_dir
+
+TINY = ModelSpec("tiny-llama")
+
+
+def make_tiny_variant(preset: str = "fake3", seed: int = 5) -> Path:
+    """A 'compressed' tiny Llama: weights rounded to a coarse grid, saved like `probe compress` does."""
+    model, tok = build_tiny_llama()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("proj.weight"):
+                p.copy_((p / 0.02).round() * 0.02)
+    final = variant_dir(TINY, preset)
+    with atomic_dir(final, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "manifest.json").write_text(json.dumps(build_manifest("variant", {"preset": preset, "seed": seed})))
+    return final
+
+
+@pytest.fixture
+def tiny_variant(artifacts) -> Path:
+    return make_tiny_variant()
+
+
+def fast(method: str, **kw) -> RecoverSpec:
+    return RecoverSpec(model="tiny-llama", compression="fake3", method=method, fast=True, **kw)
+
+
+@pytest.mark.parametrize("method", ["prompt", "prefix", "lora"])
+def test_recover_saves_and_loads_as_variant(tiny_variant, method):
+    folder = recover(fast(method, steps=3))
+    assert folder == recovery_dir(TINY, "fake3", method)
+    names = {p.name for p in folder.iterdir()}
+    assert {"adapter", "manifest.json", "losses.json", "loss.png", "eval.json"} <= names
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list((folder / "adapter").glob("*.bin"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["spec"]["method"] == method and manifest["spec"]["steps"] == 3
+    assert manifest["trainable_parameters"] > 0 and manifest["parents"]["compressed"]
+    assert len(json.loads((folder / "losses.json").read_text())["losses"]) == 3
+    ev = json.loads((folder / "eval.json").read_text())
+    assert set(ev["top1"]) == {"original", "compressed", "recovered"}
+    assert not list(folder.parent.glob(".*tmp*"))
+    # the saved adapter loads as a variant and gives the logits it was evaluated with
+    loaded = load_variant(VariantSpec(TINY, method, "fake3"))
+    ids = loaded.base.tokenizer(["The capital of France is"], return_tensors="pt").input_ids
+    logits, past = loaded.logits_fn(ids, torch.ones_like(ids), use_cache=True)
+    assert logits.shape[:2] == ids.shape and past is not None
+    plain = load_variant(VariantSpec(TINY, "compressed", "fake3"))
+    assert not torch.allclose(logits, plain.logits_fn(ids, torch.ones_like(ids))[0], atol=1e-4)
+
+
+def test_recover_is_deterministic(tiny_variant):
+    a = json.loads((recover(fast("prompt"), with_eval=False) / "losses.json").read_text())["losses"]
+    b = json.loads((recover(fast("prompt"), force=True, with_eval=False) / "losses.json").read_text())["losses"]
+    assert a == b
+
+
+def test_missing_variant_names_compress_command(artifacts):
+    with pytest.raises(ProbeError, match="probe compress --model tiny-llama --method fake3"):
+        recover(fast("prompt"))
+
+
+def test_missing_recovery_names_recover_command(tiny_variant):
+    with pytest.raises(ProbeError, match="probe recover --model tiny-llama --compression fake3 --method lora"):
+        load_variant(VariantSpec(TINY, "lora", "fake3"))
+
+
+def test_adapter_from_another_base_is_refused(tiny_variant, tmp_path):
+    import shutil
+
+    saved = shutil.move(recover(fast("prompt"), with_eval=False).parent, tmp_path / "recover")
+    make_tiny_variant(seed=6)  # the compressed variant is rebuilt; the old adapter is copied back in
+    shutil.move(saved, tiny_variant / "recover")
+    with pytest.raises(ProbeError, match="trained on another base model"):
+        load_variant(VariantSpec(TINY, "prompt", "fake3"))
+
+
+@pytest.mark.parametrize("method", ["prompt", "prefix", "lora"])
+def test_adapter_with_wrong_shapes_is_one_line_error(tmp_path, method):
+    from transformers import LlamaForCausalLM
+
+    from probe.models.tiny import tiny_config
+    from probe.recover.spec import get_method
+
+    impl = get_method(method)
+    model, tok = build_tiny_llama()
+    impl.save(impl.create(model, tok, fast(method)), tmp_path / "adapter")
+    cfg = tiny_config(len(tok))
+    cfg.hidden_size, cfg.intermediate_size, cfg.head_dim = 32, 64, 8  # another base model
+    with pytest.raises(ProbeError, match="does not fit this model"):
+        impl.load(LlamaForCausalLM(cfg), tmp_path / "adapter")
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"method": "dora"}, "unknown recovery method"),
+    ({"steps": 0}, "--steps must be > 0"),
+    ({"steps": -3}, "--steps must be > 0"),
+    ({"lr": 0.0}, "--lr must be > 0"),
+    ({"objective": "mse"}, "unknown --objective"),
+    ({"train_data": "web"}, "unknown --train-data"),
+])
+def test_bad_spec(kw, match):
+    with pytest.raises(ProbeError, match=match):
+        RecoverSpec(**{"model": "tiny-llama", "compression": "fake3", **kw})
+
+
+@pytest.mark.parametrize("content, match", [(b"", "contains no text"), (b"\x00\x01\x02binary", "binary"),
+                                            (b"\xff\xfe\xfa", "not UTF-8")])
+def test_bad_corpus_file_saves_nothing(tiny_variant, tmp_path, content, match):
+    bad = tmp_path / "corpus.txt"
+    bad.write_bytes(content)
+    with pytest.raises(ProbeError, match=match):
+        recover(fast("prompt", train_text=str(bad)))
+    assert not (tiny_variant / "recover").exists()
+
+
+def test_cli_bad_input_is_one_line_exit_2(artifacts):
+    make_tiny_variant()
+    env_run = [sys.executable, "-m", "probe", "recover", "--model", "tiny-llama", "--compression", "fake3"]
+    for extra, match in ((["--method", "dora"], "unknown recovery method"), (["--steps", "0"], "--steps must be"),
+                         (["--compression", "nope"], "probe compress --model tiny-llama --method nope")):
+        res = subprocess.run(env_run + extra, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], res.stderr
+    assert not (variant_dir(TINY, "fake3") / "recover").exists()
