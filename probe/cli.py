@@ -232,6 +232,41 @@ def runs_cmd() -> None:
     out.print(table)
 
 
+# ---- probe analyze -------------------------------------------------------------------------------
+@app.command("analyze")
+def analyze_cmd(
+    model: ModelOpt = "smollm2-135m",
+    compression: Annotated[str, typer.Option(help="Compressed variant whose captures to analyse, e.g. gptq3.")]
+    = "gptq3",
+    runs: Annotated[str | None, typer.Option(help="Comma-separated capture runs (default: one complete capture "
+                                                  "per variant of the original and --compression).")] = None,
+    name: Annotated[str | None, typer.Option(help="Output folder name (default <model>-<compression>).")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples over facts.")] = 1000,
+    n_boot_cka: Annotated[int, typer.Option("--n-boot-cka", help="Bootstrap resamples for CKA.")] = 200,
+    seed: Annotated[int, typer.Option(help="Bootstrap and probe seed.")] = 0,
+    min_facts: Annotated[int, typer.Option("--min-facts", help="Fewest facts a bootstrap interval needs.")] = 10,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing analysis of that name.")] = False,
+    model_path: ModelPathOpt = None,
+) -> None:
+    """Divergence, CKA, logit lens and decodability vs the original; the displaced-vs-forgotten verdict."""
+    from probe.analysis.run import analyze
+    from probe.analysis.spec import AnalyzeSpec
+
+    spec = AnalyzeSpec(model=model, compression=compression, name=name, model_path=model_path, n_boot=n_boot,
+                       n_boot_cka=n_boot_cka, seed=seed, min_facts=min_facts, force=force,
+                       runs=tuple(r.strip() for r in (runs or "").split(",") if r.strip()))
+    result = analyze(spec)
+    table = Table(title=f"Analysis {result.path.name} (95% bootstrap intervals over eval facts)")
+    columns = ("variant", "top1", "regained_lost", "mean_cka", "best_decodability")
+    for col in columns:
+        table.add_column(col)
+    for row in result.summary:
+        table.add_row(*(str(row[c]) for c in columns))
+    out.print(table)
+    out.print(result.verdict)
+    out.print(f"saved: {result.path}")
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -21,15 +21,20 @@ from probe.progress import track
 @torch.no_grad()
 def gram_matrices(model: torch.nn.Module, layers: dict[str, torch.nn.Linear],
                   batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``X Xᵀ`` (float64, [in, in]) of each layer's inputs over the calibration batches."""
+    """``X Xᵀ`` (float64, [in, in]) of each layer's inputs over the calibration batches.
+
+    Layers fed the same tensor share one product per batch.
+    """
     grams: dict[str, torch.Tensor] = {}
     by_module = {id(m): n for n, m in layers.items()}
+    last: list = [None, None]  # (input tensor, its Gram): q/k/v and gate/up share one input
 
     def hook(mod, args):
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
         name = by_module[id(mod)]
-        g = x.T @ x
-        grams[name] = grams[name] + g if name in grams else g
+        if args[0] is not last[0]:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            last[:] = [args[0], (x.T @ x).double()]  # float32 product, float64 accumulation
+        grams[name] = grams[name] + last[1] if name in grams else last[1].clone()
 
     handles = [m.register_forward_pre_hook(hook) for m in layers.values()]
     try:
@@ -38,6 +43,7 @@ def gram_matrices(model: torch.nn.Module, layers: dict[str, torch.nn.Linear],
     finally:
         for h in handles:
             h.remove()
+        last.clear()
     return grams
 
 

@@ -6,13 +6,14 @@ real tokens only, and the tensors to train; this loop knows nothing else about i
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from probe.progress import progress_bar
+from probe.progress import console, progress_bar
 from probe.recover.data import Batch
 from probe.recover.objective import kl_loss, lm_loss
 from probe.recover.spec import RecoverSpec
@@ -76,6 +77,9 @@ def train(student_logits: LogitsOf, params: list[torch.Tensor], batches: Iterabl
             opt.step()
             losses.append(float(loss.detach()))
             bar.update(task, advance=1, description=f"Training {spec.method} loss {losses[-1]:.4f}")
+            if not sys.stderr.isatty() and (len(losses) % 10 == 0 or len(losses) == spec.steps):
+                console.print(f"step {len(losses)}/{spec.steps} loss {losses[-1]:.4f} "
+                              f"({time.perf_counter() - start:.0f} s)", highlight=False)
             if len(losses) >= spec.steps:
                 break
     seconds = time.perf_counter() - start

@@ -1,0 +1,66 @@
+"""Logit lens: read any layer's residual stream through the ORIGINAL model's final norm and unembedding.
+
+Every variant is read with the original's final norm and unembedding. Compression here leaves
+both untouched by default (the recipes quantize/prune only the decoder blocks' linear layers;
+SmolLM2 ties the unembedding to the embeddings), and the recovery methods do not train them, so
+one readout makes layers comparable across variants. At the last layer the lens therefore
+reproduces each variant's own next-token distribution, which the tests check against the
+captured answer ranks. Hand-written rather than tuned-lens/TransformerLens: it is two module
+calls on stored activations, and neither library reads from our capture store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_ROWS = 256  # facts per unembedding block: [256, vocab] float32 logits at a time
+
+
+@dataclass
+class Lens:
+    """The original model's final norm and unembedding."""
+
+    norm: torch.nn.Module
+    unembed: torch.nn.Module
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module) -> Lens:
+        """From an HF causal LM (``model.model.norm``, ``model.lm_head``), kept on CPU in float32."""
+        return cls(model.model.norm.float().cpu(), model.get_output_embeddings().float().cpu())
+
+    @torch.no_grad()
+    def normed(self, h: np.ndarray) -> np.ndarray:
+        """The final norm applied to residuals ``[n, d]``."""
+        return self.norm(torch.as_tensor(np.asarray(h, np.float32))).numpy()
+
+    @torch.no_grad()
+    def unembedding_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of the unembedding matrix for token ids (any shape) → ``[..., d]``."""
+        w = self.unembed.weight
+        return w[torch.as_tensor(np.asarray(ids, np.int64))].numpy()
+
+    @torch.no_grad()
+    def logprobs(self, h: np.ndarray) -> torch.Tensor:
+        """Log-probabilities ``[n, vocab]`` (float32) for residuals ``[n, d]``, unembedded in row blocks."""
+        x = torch.as_tensor(np.asarray(h, np.float32))
+        return torch.cat([torch.log_softmax(self.unembed(self.norm(x[s: s + _ROWS])).float(), -1)
+                          for s in range(0, len(x), _ROWS)])
+
+
+def answer_rank_prob(logp: torch.Tensor, answers: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the best rank of any accepted answer's first token (0 = top-1) and that answer's probability.
+
+    Rank counts tokens with strictly larger log-probability, exactly as capture records it.
+    """
+    ranks = np.empty(len(answers), np.int64)
+    probs = np.empty(len(answers), np.float64)
+    for i, ids in enumerate(answers):
+        lp = logp[i, list(ids)]
+        r = (logp[i][None, :] > lp[:, None]).sum(-1)
+        best = int(r.argmin())
+        ranks[i], probs[i] = int(r[best]), float(lp[best].exp())
+    return ranks, probs

@@ -1,0 +1,154 @@
+"""Analysis building blocks on synthetic data: divergences, bootstrap, decodability, verdict text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.special import log_softmax
+
+from probe.analysis import bootstrap as bs
+from probe.analysis.decodability import (
+    ProbeData,
+    build_candidates,
+    cross_val_correct,
+    held_out_correct,
+)
+from probe.analysis.divergence import (
+    check_finite,
+    cosine_distance,
+    entropy,
+    js_logp,
+    js_prob,
+    kl_logp,
+    kl_prob,
+    relative_l2,
+)
+from probe.analysis.verdict import RecoveryNumbers, VerdictInputs, decide, verdict_text
+from probe.errors import ProbeError
+
+RNG = np.random.default_rng(7)
+
+
+def test_js_matches_scipy_squared_in_nats_for_logits_and_attention_rows():
+    logits_p, logits_q = RNG.normal(size=(6, 50)) * 3, RNG.normal(size=(6, 50)) * 3
+    lp, lq = log_softmax(logits_p, -1), log_softmax(logits_q, -1)
+    ref = jensenshannon(np.exp(lp), np.exp(lq), axis=-1, base=np.e) ** 2
+    np.testing.assert_allclose(js_logp(lp, lq), ref, rtol=1e-9, atol=1e-12)
+    p, q = np.exp(lp), np.exp(lq)
+    p[:, :10] = 0  # padded keys / zero-probability entries
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(js_prob(p, q), jensenshannon(p, q, axis=-1, base=np.e) ** 2, rtol=1e-9, atol=1e-12)
+    sym_kl = 0.5 * (kl_prob(p, q) + kl_prob(q, p))
+    assert not np.allclose(js_prob(p, q), sym_kl)  # the mixture form, not a symmetrised KL
+
+
+def test_kl_is_nonnegative_and_zero_only_for_equal_distributions():
+    lp = log_softmax(RNG.normal(size=(100, 20)), -1)
+    lq = log_softmax(RNG.normal(size=(100, 20)), -1)
+    assert (kl_logp(lp, lq) > 0).all() and (js_logp(lp, lq) > 0).all()
+    np.testing.assert_allclose(kl_logp(lp, lp), 0, atol=1e-12)
+    np.testing.assert_allclose(js_logp(lp, lp), 0, atol=1e-12)
+    np.testing.assert_allclose(kl_prob(np.exp(lp), np.exp(lq)), kl_logp(lp, lq), rtol=1e-9)
+
+
+def test_residual_distances_and_entropy():
+    a = RNG.normal(size=(5, 16))
+    np.testing.assert_allclose(cosine_distance(a, a), 0, atol=1e-12)
+    np.testing.assert_allclose(cosine_distance(a, 3 * a), 0, atol=1e-12)
+    np.testing.assert_allclose(cosine_distance(a, -a), 2, atol=1e-12)
+    np.testing.assert_allclose(relative_l2(a, a), 0, atol=1e-12)
+    np.testing.assert_allclose(relative_l2(2 * a, a), 1, atol=1e-12)
+    np.testing.assert_allclose(entropy(np.full((2, 8), 1 / 8)), np.log(8))
+    np.testing.assert_allclose(entropy(np.eye(4)), 0, atol=1e-12)
+
+
+def test_nan_is_refused_naming_the_array():
+    x = np.ones((4, 3))
+    x[2, 1] = np.inf
+    with pytest.raises(ProbeError, match=r"NaN/inf in run X, array last/blocks.7.hook_resid_post .*probes \[2\]"):
+        check_finite(x, "run X, array last/blocks.7.hook_resid_post")
+
+
+def test_bootstrap_interval_covers_the_true_mean_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for i in range(200):
+        iv = bs.interval(rng.normal(1.0, 2.0, size=60), n_boot=400, seed=i)
+        covered += iv.lo <= 1.0 <= iv.hi
+    assert 0.88 <= covered / 200 <= 0.99, covered
+    x = rng.normal(size=(40, 3, 2))
+    first, again, other = (bs.bootstrap_mean(x, 300, s) for s in (5, 5, 6))
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[1], other[1])
+    np.testing.assert_allclose(first[0], x.mean(0))
+    assert (first[1] <= first[0]).all() and (first[0] <= first[2]).all()
+
+
+def test_too_few_facts_says_how_many_are_needed():
+    with pytest.raises(ProbeError, match=r"has 3, at least 10 are needed"):
+        bs.check_enough(3, 10, "the eval split")
+
+
+def test_bootstrap_cka_of_a_representation_with_itself_is_one():
+    x = RNG.normal(size=(30, 5))
+    reps = bs.bootstrap_cka(x, x, bs.resample(30, 50, 0))
+    np.testing.assert_allclose(reps, 1.0)
+    lo, hi = bs.percentile(bs.bootstrap_cka(x, RNG.normal(size=(30, 5)), bs.resample(30, 50, 0)))
+    assert lo < hi < 1
+
+
+def _synthetic_probe_data(n: int, k: int = 4, d: int = 8, signal: float = 5.0, seed: int = 0) -> ProbeData:
+    rng = np.random.default_rng(seed)
+    cands = build_candidates(list(range(n)), [[n + j for j in range(k - 1)]] * n, seed)
+    feats = rng.normal(size=(n, k, d)).astype(np.float32)
+    feats[np.arange(n), cands.answer, 0] += signal
+    return ProbeData(feats, cands)
+
+
+def test_decodability_is_near_one_on_separable_data_and_chance_on_shuffled_labels():
+    train, test = _synthetic_probe_data(200, seed=1), _synthetic_probe_data(400, seed=2)
+    assert np.isclose(test.cands.chance, 0.25).all()
+    assert held_out_correct(train, {"t": test})["t"].mean() > 0.95
+    assert cross_val_correct(test, {"t": test})["t"].mean() > 0.95
+    rng = np.random.default_rng(3)
+
+    def shuffled(data: ProbeData) -> ProbeData:  # labels no longer belong to the features
+        return ProbeData(data.feats, type(data.cands)(data.cands.ids, rng.permutation(data.cands.answer)))
+
+    acc = held_out_correct(shuffled(train), {"t": shuffled(test)})["t"].mean()
+    assert 0.1 < acc < 0.4, acc
+
+
+def _inputs(flags: np.ndarray, recoveries: tuple[RecoveryNumbers, ...] = ()) -> VerdictInputs:
+    n_eval = 200
+    return VerdictInputs(model="m", compression="c", n_eval=n_eval, known_original=bs.interval(np.ones(n_eval)),
+                         known_compressed=bs.interval(np.zeros(n_eval)), n_lost=len(flags),
+                         decodable=bs.interval(flags.astype(float)), chance=0.25, layer=4, min_facts=10,
+                         recoveries=recoveries)
+
+
+def test_verdict_follows_the_numbers():
+    displaced = _inputs(np.arange(100) % 10 != 0)  # 90% decodable → 87% after chance correction
+    assert decide(displaced.displaced) == "displaced"
+    assert "displaced rather than forgotten" in verdict_text(displaced)
+    assert "87%" in verdict_text(displaced)
+    forgotten = _inputs(np.arange(100) % 5 == 0)  # 20%: below chance
+    assert decide(forgotten.displaced) == "forgotten"
+    assert "therefore forgotten" in verdict_text(forgotten)
+    unsure = _inputs(np.arange(20) % 8 < 5)  # 62.5% of 20 facts: corrected interval spans one half
+    assert decide(unsure.displaced) == "undecided"
+    assert "do not decide" in verdict_text(unsure)
+    few = _inputs(np.ones(4, bool))
+    assert "fewer than the 10" in verdict_text(few) and "displaced rather" not in verdict_text(few)
+
+
+def test_verdict_ranks_recoveries_only_when_intervals_separate():
+    flags = np.arange(100) % 10 != 0
+    apart = (RecoveryNumbers("prompt", regained=bs.interval(np.arange(100) % 10 < 8)),
+             RecoveryNumbers("lora", regained=bs.interval(np.arange(100) % 10 < 2)))
+    assert "Prompt regains more than lora" in verdict_text(_inputs(flags, apart))
+    close = (RecoveryNumbers("prompt", regained=bs.interval(np.arange(100) % 10 < 5)),
+             RecoveryNumbers("lora", regained=bs.interval(np.arange(100) % 10 < 4)))
+    assert "cannot be told apart on how much they regains" in verdict_text(_inputs(flags, close))
