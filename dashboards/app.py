@@ -1,0 +1,84 @@
+"""The Dash app over an artifacts folder: five pages, every view's state in the URL query string.
+
+``/`` Overview, ``/layers``, ``/attention``, ``/probes``, ``/verdict``; e.g.
+``/attention?exp=smollm2-135m/gptq3&variant=idp&layer=12&head=-1&probe=40`` reopens exactly that view.
+The app only reads files under the artifacts root it was created with (see ``dashboards.data``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+
+from dashboards.pages import attention, layers, overview, probes, verdict
+from dashboards.pages.common import notice, parse_query
+from probe.errors import ProbeError
+
+PAGES = {m.PATH: m for m in (overview, layers, attention, probes, verdict)}
+STRUCTURAL = ("exp",)  # query keys whose change rebuilds the page (the rest only drive figures)
+
+
+def render(root: Path, pathname: str | None, search: str | None, shown: dict | None) -> tuple:
+    """The page for ``pathname``; rebuilt only when the page or the experiment changes."""
+    query = parse_query(search)
+    key = {"path": pathname or "/", **{k: query.get(k) for k in STRUCTURAL}}
+    if key == shown:
+        return no_update, no_update
+    page = PAGES.get(pathname or "/")
+    if page is None:
+        return notice(f"no page {pathname!r}: pages are {', '.join(PAGES)}", "error"), key
+    try:
+        return page.layout(root, query), key
+    except ProbeError as exc:
+        return html.Div([html.H2(page.TITLE), notice(str(exc), "error")]), key
+
+
+def nav(pathname: str | None, search: str | None) -> list:
+    """Links to every page that carry the current query string, so the selection follows."""
+    return [dcc.Link(m.TITLE, href=f"{path}{search or ''}", id=f"nav-{m.TITLE.lower()}",
+                     style={"marginRight": "1.2rem", "fontWeight": "bold" if path == (pathname or "/") else "normal"})
+            for path, m in PAGES.items()]
+
+
+def sync(values: list, search: str | None) -> str:
+    """Mirror every URL-state control's value in the query string."""
+    query = parse_query(search)
+    for item, value in zip(ctx.inputs_list[0], values, strict=True):
+        if value is None:
+            query.pop(item["id"]["key"], None)
+        else:
+            query[item["id"]["key"]] = str(value)
+    new = "?" + urlencode(query, safe="/")
+    return new if new != (search or "?") else no_update
+
+
+def create_app(artifacts_root: str | Path) -> Dash:
+    """The dashboard over ``artifacts_root`` (read-only)."""
+    root = Path(artifacts_root).resolve()
+    if not root.is_dir():
+        raise ProbeError(f"artifacts folder {root} does not exist: pass --artifacts DIR (the folder `probe capture` "
+                         f"and `probe analyze` write to)")
+    app = Dash(__name__, title="probe dashboard", suppress_callback_exceptions=True)
+    app.layout = html.Div([
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="page-key"),
+        html.Div([html.Span("probe", style={"fontWeight": "bold", "marginRight": "2rem"}), html.Span(id="nav")],
+                 style={"padding": "0.7rem 1rem", "borderBottom": "1px solid #ddd", "fontFamily": "sans-serif"}),
+        html.Div(id="page", style={"padding": "0 1rem 2rem", "fontFamily": "sans-serif"}),
+    ])
+    app.callback(Output("page", "children"), Output("page-key", "data"), Input("url", "pathname"),
+                 Input("url", "search"), State("page-key", "data"))(
+        lambda pathname, search, shown: render(root, pathname, search, shown))
+    app.callback(Output("nav", "children"), Input("url", "pathname"), Input("url", "search"))(nav)
+    app.callback(Output("url", "search"), Input({"type": "q", "page": ALL, "key": ALL}, "value"),
+                 State("url", "search"), prevent_initial_call=True)(sync)
+    for page in PAGES.values():
+        page.register(app, root)
+    return app
+
+
+def serve(artifacts_root: str | Path, host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
+    """Run the dashboard's web server (blocking)."""
+    create_app(artifacts_root).run(host=host, port=port, debug=debug)

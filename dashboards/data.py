@@ -1,0 +1,367 @@
+"""Read-only loaders for the dashboard: every path is checked to stay under the artifacts root.
+
+Nothing here writes. Capture arrays are read one probe row at a time (one zarr chunk) and the rows
+are cached (``functools.lru_cache`` keyed by root, model, run, array and probe index); whole arrays
+are never loaded except the small per-probe vectors (``prompt/chosen``). JSON artifacts are cached
+keyed by their modification time, so a rerun of the pipeline shows up without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+import probe.capture.store  # noqa: F401  (imports torch once, at start-up rather than on the first request)
+from probe.analysis.spec import VARIANT_ORDER
+from probe.errors import ProbeError
+
+RECOVERIES = tuple(v for v in VARIANT_ORDER if v not in ("original", "compressed"))
+
+
+# ---- path safety ---------------------------------------------------------------------------------
+def check_part(part: str, what: str = "name") -> str:
+    """A single plain folder/file name; anything that could leave its folder is refused."""
+    if (not isinstance(part, str) or not part or part in (".", "..") or part.startswith(".")
+            or any(c in part for c in "/\\\0")):
+        raise ProbeError(f"refused {what} {part!r}: give a plain name inside the artifacts folder")
+    return part
+
+
+def under(root: Path, *parts: str) -> Path:
+    """``root / parts`` after checking every part is a plain name, so the path cannot leave ``root``.
+
+    Symlinks the owner placed inside the root (e.g. a shared model folder) are followed.
+    """
+    return Path(root).resolve().joinpath(*(check_part(p) for p in parts))
+
+
+def _read_json(path: Path) -> object:
+    return _json_cached(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _json_cached(path: str, mtime_ns: int) -> object:
+    return json.loads(Path(path).read_text())
+
+
+def read_json(root: Path, *parts: str) -> object | None:
+    """A JSON artifact under the root, or None when absent."""
+    path = under(root, *parts)
+    return _read_json(path) if path.is_file() else None
+
+
+# ---- what exists ---------------------------------------------------------------------------------
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
+
+
+def capture_rows(root: Path) -> list[dict]:
+    """Every capture under ``captures/<model>/<run>`` with its status (the `probe runs` table)."""
+    from probe.capture.store import list_runs
+
+    return list_runs(Path(root).resolve() / "captures")
+
+
+@dataclass
+class Experiment:
+    """One model under one compression: its variant captures (variant → run) and its analysis folder."""
+
+    model: str
+    compression: str
+    runs: dict[str, str] = field(default_factory=dict)
+    analysis: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.compression}"
+
+    @property
+    def variants(self) -> list[str]:
+        return [v for v in VARIANT_ORDER if v in self.runs]
+
+
+def experiments(root: Path) -> list[Experiment]:
+    """Experiments found from complete captures and analysis folders (one capture per variant: the first)."""
+    found: dict[tuple[str, str], Experiment] = {}
+    rows = [r for r in capture_rows(root) if r["status"] == "complete"]
+    for r in rows:
+        if r["variant"] != "original" and r["compression"]:
+            exp = found.setdefault((r["model"], r["compression"]), Experiment(r["model"], r["compression"]))
+            exp.runs.setdefault(r["variant"], r["run"])
+    for exp in found.values():
+        originals = [r["run"] for r in rows if r["model"] == exp.model and r["variant"] == "original"]
+        if originals:
+            exp.runs["original"] = originals[0]
+    for folder in _subdirs(Path(root).resolve() / "analysis"):
+        manifest = read_json(root, "analysis", folder.name, "manifest.json")
+        if not isinstance(manifest, dict) or manifest.get("status") != "complete":
+            continue
+        spec = manifest.get("spec", {})
+        exp = found.setdefault((spec.get("model", "?"), spec.get("compression", "?")),
+                               Experiment(spec.get("model", "?"), spec.get("compression", "?")))
+        exp.analysis = exp.analysis or folder.name
+    return sorted(found.values(), key=lambda e: e.key)
+
+
+def find_experiment(root: Path, key: str | None) -> Experiment:
+    """The experiment ``model/compression`` (the first one when ``key`` is empty), or a clear error."""
+    exps = experiments(root)
+    if not exps:
+        raise ProbeError(f"no captures or analyses under {Path(root).resolve()}: run `probe capture --variant "
+                         f"original` and `probe capture --variant compressed --compression gptq3`, then "
+                         f"`probe analyze --compression gptq3`")
+    if not key:
+        return exps[0]
+    for e in exps:
+        if e.key == key:
+            return e
+    raise ProbeError(f"unknown experiment {key!r}: found {', '.join(e.key for e in exps)}")
+
+
+# ---- captures ------------------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _open(root: str, model: str, run: str):
+    from probe.capture.store import open_run
+
+    path = under(Path(root), "captures", model, run)
+    if not (path / "manifest.json").is_file():
+        raise ProbeError(f"unknown capture {model}/{run}: `probe runs` lists the captures under {root}")
+    r = open_run(path)
+    if r.manifest.get("status") != "complete":
+        done = len(list((path / "done").glob("[0-9]*"))) if (path / "done").is_dir() else 0
+        raise ProbeError(f"capture {model}/{run} is unfinished ({done}/{r.manifest.get('n_batches', '?')} batches): "
+                         f"rerun its `probe capture` command to resume it")
+    return r
+
+
+def open_capture(root: Path, model: str, run: str):
+    """A complete capture (cached); unknown, unfinished or escaping runs raise ProbeError."""
+    return _open(str(Path(root).resolve()), check_part(model, "model"), check_part(run, "run"))
+
+
+@lru_cache(maxsize=64)
+def _probes(root: str, model: str, run: str, mtime_ns: int) -> list[dict]:
+    return _open(root, model, run).probes
+
+
+def probes(root: Path, model: str, run: str) -> list[dict]:
+    """The probe table of a complete capture (cached until probes.json changes)."""
+    r = open_capture(root, model, run)
+    return _probes(str(Path(root).resolve()), model, run, (r.path / "probes.json").stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8192)
+def _row(root: str, model: str, run: str, name: str, index: int) -> np.ndarray:
+    arr = _open(root, model, run)[name]
+    if not 0 <= index < arr.shape[0]:
+        raise ProbeError(f"probe {index} is out of range: {model}/{run} array {name} has {arr.shape[0]} rows")
+    return np.asarray(arr[index])
+
+
+def row(root: Path, model: str, run: str, name: str, index: int) -> np.ndarray:
+    """One probe's row of one array (one chunk decompressed, then cached)."""
+    open_capture(root, model, run)
+    return _row(str(Path(root).resolve()), model, run, name, int(index))
+
+
+def has_array(root: Path, model: str, run: str, name: str) -> bool:
+    return name in open_capture(root, model, run).manifest.get("shapes", {})
+
+
+def hook(root: Path, model: str, run: str, kind: str, layer: int, position: str = "last") -> str:
+    """Array name of hook ``kind`` at ``layer``, from the capture's manifest (``last/blocks.3.attn.hook_pattern``)."""
+    m = open_capture(root, model, run).manifest
+    names = m.get("hook_names", {}).get(kind)
+    if not names or layer not in m.get("layers", []):
+        raise ProbeError(f"capture {model}/{run} has no {kind} at layer {layer} (hooks {m.get('hooks')}, layers "
+                         f"{m.get('layers')}): recapture with --hooks {kind} --layers {layer}")
+    return f"{position}/{names[m['layers'].index(layer)]}"
+
+
+def attention(root: Path, model: str, run: str, layer: int, head: int, index: int) -> tuple[np.ndarray, str]:
+    """Attention of probe ``index`` at ``layer`` (``head`` −1: mean of heads) over its real tokens.
+
+    The full query×key map when this probe has one (the first ``--full-attention`` probes), else the
+    last token's row ``[1, T]``; the second value says which.
+    """
+    n = int(probes(root, model, run)[index]["n_tokens"])
+    full, last = hook(root, model, run, "pattern", layer, "full"), hook(root, model, run, "pattern", layer)
+    shapes = open_capture(root, model, run).manifest.get("shapes", {})
+    if full in shapes and index < shapes[full][0]:
+        maps, kind = row(root, model, run, full, index)[:, :n, :n], "full"
+    elif last in shapes:
+        maps, kind = row(root, model, run, last, index)[:, None, :n], "last"
+    else:
+        raise ProbeError(f"capture {model}/{run} stored no attention pattern at its last token: capture with "
+                         f"--positions last")
+    return (maps.mean(0) if head < 0 else maps[head]).astype(np.float64), kind
+
+
+def prompt_mass(root: Path, model: str, run: str, layers: list[int], index: int) -> np.ndarray | None:
+    """Per layer and head, the last token's attention mass on the prompt positions ``[L, H]``; None if no prompt."""
+    names = [hook(root, model, run, "pattern", la) + ".prompt_mass" for la in layers]
+    if not all(has_array(root, model, run, n) for n in names):
+        return None
+    return np.stack([row(root, model, run, n, index) for n in names]).astype(np.float64)
+
+
+@lru_cache(maxsize=32)
+def _chosen(root: str, model: str, run: str) -> np.ndarray:
+    return np.asarray(_open(root, model, run)["prompt/chosen"][:])
+
+
+def chosen_prompts(root: Path, model: str, run: str) -> np.ndarray:
+    """Which prompt (IDP) each probe chose, ``-1`` where the variant has no prompt pool: ``[n]`` ints."""
+    open_capture(root, model, run)
+    return _chosen(str(Path(root).resolve()), model, run)
+
+
+# ---- logit lens per fact -------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _lens(root: str, model: str):
+    from probe.analysis.lens import Lens
+    from probe.config import ModelSpec
+    from probe.models.load import load_model
+
+    if model == "tiny-llama":
+        spec = ModelSpec("tiny-llama", dtype="float32")
+    else:
+        folder = under(Path(root), "models", model)
+        if not (folder / "config.json").is_file():
+            raise ProbeError(f"the per-fact logit lens needs the original weights in {folder}: run `probe eval "
+                             f"--model {model}` once to convert them")
+        spec = ModelSpec(str(folder), dtype="float32")
+    base = load_model(spec)
+    return Lens.from_model(base.model), base.tokenizer
+
+
+def lens_ranks(root: Path, model: str, run: str, layers: list[int], index: int) -> np.ndarray:
+    """Rank of the fact's answer (best accepted answer's first token) read through the logit lens per layer."""
+    fact = probes(root, model, run)[int(index)]
+    return _lens_ranks(str(Path(root).resolve()), model, run, tuple(layers), int(index), fact["prompt"],
+                       tuple(fact["answers"]))
+
+
+@lru_cache(maxsize=1024)
+def _lens_ranks(root: str, model: str, run: str, layers: tuple[int, ...], index: int, prompt: str,
+                answers: tuple[str, ...]) -> np.ndarray:
+    from probe.analysis.lens import answer_rank_prob
+    from probe.knowledge.scoring import encode_pair
+
+    lens, tok = _lens(root, model)
+    first = [encode_pair(tok, prompt, a)[1][0] for a in answers]
+    h = np.stack([_row(root, model, run, hook(Path(root), model, run, "resid_post", la), index) for la in layers])
+    ranks, _ = answer_rank_prob(lens.logprobs(h), [first] * len(layers))
+    return ranks
+
+
+# ---- facts known / forgotten / recovered ---------------------------------------------------------
+def fact_status(root: Path, exp: Experiment) -> dict[str, list[str]]:
+    """Per variant, each fact's status from the captures' top-1 flags (the original's known facts as reference).
+
+    original/compressed: known | unknown | forgotten (compressed loses what the original knew);
+    recoveries: known | unknown | recovered (a lost fact regained) | lost (still lost) | broken (newly lost).
+    """
+    top1 = {v: np.array([p.get("answer_top1", False) for p in probes(root, exp.model, run)], bool)
+            for v, run in exp.runs.items()}
+    orig = top1.get("original")
+    comp = top1.get("compressed")
+    out: dict[str, list[str]] = {}
+    for v, t in top1.items():
+        status = np.where(t, "known", "unknown").astype(object)
+        if orig is not None and v != "original":
+            status[orig & ~t] = "forgotten" if v == "compressed" else "broken"
+            if comp is not None and v in RECOVERIES:
+                lost = orig & ~comp
+                status[lost & t] = "recovered"
+                status[lost & ~t] = "lost"
+        out[v] = list(status)
+    return out
+
+
+# ---- analysis ------------------------------------------------------------------------------------
+def analysis_json(root: Path, exp: Experiment, name: str) -> object | None:
+    """``verdict.json``, a table (``cka.json`` …) or a manifest of the experiment's analysis; None if absent."""
+    return read_json(root, "analysis", exp.analysis, name) if exp.analysis else None
+
+
+def analysis_text(root: Path, exp: Experiment, name: str) -> str | None:
+    if not exp.analysis:
+        return None
+    path = under(root, "analysis", exp.analysis, name)
+    return path.read_text() if path.is_file() else None
+
+
+def figure_names(root: Path, exp: Experiment) -> list[str]:
+    manifest = analysis_json(root, exp, "manifest.json")
+    return list(manifest.get("figures", [])) if isinstance(manifest, dict) else []
+
+
+@lru_cache(maxsize=128)
+def _figure_json(path: str, mtime_ns: int) -> str:
+    return Path(path).read_text()
+
+
+def figure(root: Path, exp: Experiment, name: str):
+    """An analysis figure (plotly JSON written by `probe analyze`) as a fresh ``go.Figure``, or None."""
+    import plotly.io as pio
+
+    if not exp.analysis:
+        return None
+    path = under(root, "analysis", exp.analysis, "figures", f"{check_part(name, 'figure')}.json")
+    return pio.from_json(_figure_json(str(path), path.stat().st_mtime_ns)) if path.is_file() else None
+
+
+# ---- eval, recoveries, costs ---------------------------------------------------------------------
+def eval_rows(root: Path) -> list[dict]:
+    """Saved `probe eval` results: model, label (variant folder), probes, top-1 accuracy, facts, known ids."""
+    rows = []
+    for model in _subdirs(Path(root).resolve() / "eval"):
+        for label in _subdirs(model):
+            for file in sorted(label.glob("*.json")):
+                r = read_json(root, "eval", model.name, label.name, file.name)
+                if isinstance(r, dict) and "top1_accuracy" in r:
+                    rows.append({"model": model.name, "label": label.name, "probes": r.get("probes"),
+                                 "split": r.get("split"), "n_facts": r.get("n_facts"),
+                                 "top1_accuracy": r["top1_accuracy"], "known_ids": r.get("known_ids", [])})
+    return rows
+
+
+def recovery_rows(root: Path) -> list[dict]:
+    """Finished recoveries: model, compression, method, trainable parameters and their eval summary."""
+    rows = []
+    for model in _subdirs(Path(root).resolve() / "variants"):
+        for preset in _subdirs(model):
+            for method in _subdirs(preset / "recover"):
+                m = read_json(root, "variants", model.name, preset.name, "recover", method.name, "manifest.json")
+                if not isinstance(m, dict) or m.get("status") != "complete":
+                    continue
+                ev = m.get("eval") or {}
+                rows.append({"model": model.name, "compression": preset.name, "method": method.name,
+                             "trainable_parameters": m.get("trainable_parameters"),
+                             "top1_recovered": (ev.get("top1") or {}).get("recovered"),
+                             "n_lost": ev.get("n_lost"), "n_regained": ev.get("n_regained")})
+    return rows
+
+
+def cost_rows(root: Path) -> list[dict]:
+    """`probe costs` rows: model, compression, variant, extra parameters, latency and memory."""
+    rows = []
+    for model in _subdirs(Path(root).resolve() / "costs"):
+        for file in sorted(model.glob("*.json")):
+            r = read_json(root, "costs", model.name, file.name)
+            for c in (r or {}).get("rows", []) if isinstance(r, dict) else []:
+                rows.append({"model": model.name, "compression": r.get("compression"), "variant": c.get("variant"),
+                             "extra_parameters": c.get("extra_parameters"), "forward_ms": c.get("forward_ms"),
+                             "gen_ms_per_token": c.get("gen_ms_per_token"), "memory_mb": c.get("memory_mb")})
+    return rows
+
+
+def clear_caches() -> None:
+    """Forget every cached read (tests and benchmarks measure cold reads with it)."""
+    for fn in (_json_cached, _open, _probes, _row, _chosen, _figure_json, _lens_ranks):
+        fn.cache_clear()
