@@ -31,6 +31,7 @@ demo: install
 	$(BIN)/probe eval --model smollm2-135m --probes builtin --split eval --perplexity
 
 test: install
+	(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -267,6 +267,24 @@ def analyze_cmd(
     out.print(f"saved: {result.path}")
 
 
+# ---- probe dashboard -----------------------------------------------------------------------------
+@app.command("dashboard")
+def dashboard_cmd(
+    artifacts: Annotated[str | None, typer.Option(help="Artifacts folder to browse (default $PROBE_ARTIFACTS or "
+                                                       "./artifacts); nothing outside it is read.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local to this machine.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8050,
+    debug: Annotated[bool, typer.Option(help="Dash debug mode (reloader, tracebacks in the page): local use only.")]
+    = False,
+) -> None:
+    """Browse captures, analyses and verdicts in a read-only Dash app."""
+    from dashboards.app import serve
+    from probe.artifacts import artifacts_root
+
+    serve(artifacts or artifacts_root(), host=host, port=port, debug=debug)
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,18 +1,18 @@
 """``RecoverSpec``: every setting of one recovery run, validated on construction.
 
-Defaults (chosen so each method trains in at most ~5 minutes on SmolLM2-135M, 2 CPU cores;
-measured numbers are in ``probe/recover/run.py``'s docstring):
+Defaults (chosen so each method trains in about 5 minutes on SmolLM2-135M, 2 CPU cores; the
+measurements are in ``probe/recover/run.py``'s docstring):
 
 * data: the original model's self-generated corpus (64 texts × 128 new tokens, the same cache the
-  compression stage calibrates on) cut into ``seq_len=64`` token windows, 10% held out;
-  ``batch_size=8``.
+  compression stage calibrates on) cut into ``seq_len=64`` token windows (111 train + 12 held
+  out on SmolLM2), ``batch_size=4``, ``steps=60`` (~2.2 passes over the corpus).
 * objective ``kl``: distillation KL(original ‖ recovered) on every real token's next-token
   distribution; ``lm`` is plain next-token cross-entropy.
-* ``prompt``: ``n_tokens=32`` virtual tokens (32 × 576 = 18,432 parameters on SmolLM2), lr 3e-3.
+* ``prompt``: ``n_tokens=32`` virtual tokens (32 × 576 = 18,432 parameters on SmolLM2), lr 1e-2,
+  initialised from the embeddings of ``init_text``.
 * ``prefix``: ``n_tokens=32`` learned key/value positions per layer (32 × 30 layers × 2 × 192 =
-  368,640 parameters on SmolLM2), lr 3e-3.
-* ``lora``: rank 8, alpha 16, on ``q_proj,v_proj`` (460,800 parameters on SmolLM2), lr 1e-3.
-* ``steps``: 60 for every method.
+  368,640 parameters on SmolLM2), lr 1e-2, initialised from the model's own KV of ``init_text``.
+* ``lora``: rank 8, alpha 16, on ``q_proj,v_proj`` (460,800 parameters on SmolLM2), lr 2e-3.
 
 ``fast`` is a preset for tests: a few steps on tiny windows, seconds on ``tiny-llama``. Any
 value given explicitly wins over both the defaults and the preset.

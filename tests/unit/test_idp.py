@@ -187,7 +187,8 @@ def test_routed_student_trains_only_the_chosen_prompts(tiny, batch):
 
     opts = IDPOptions(m=M, n=N, routing="centroid", training="cluster")
     model = tiny.model
-    prompts = torch.nn.Parameter(torch.randn(M, N, model.config.hidden_size, generator=torch.Generator().manual_seed(3)))
+    init = torch.randn(M, N, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    prompts = torch.nn.Parameter(init)
     with torch.no_grad():
         from probe.recover.idp import mean_hidden
 
