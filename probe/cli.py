@@ -46,7 +46,7 @@ def models_cmd() -> None:
 @app.command("eval")
 def eval_cmd(
     model: ModelOpt = "smollm2-135m",
-    variant: Annotated[str, typer.Option(help="original or compressed.")] = "original",
+    variant: Annotated[str, typer.Option(help="original, compressed, prompt, prefix, lora or idp.")] = "original",
     compression: Annotated[str | None, typer.Option(help="Compression preset, e.g. gptq3.")] = None,
     probes: Annotated[str, typer.Option(help="'builtin' or a probe file (known_1000, LAMA, PopQA, JSONL).")]
     = "builtin",
@@ -118,7 +118,7 @@ def compress_cmd(
 def recover_cmd(
     model: ModelOpt = "smollm2-135m",
     compression: Annotated[str, typer.Option(help="Compressed variant to recover, e.g. gptq3.")] = "gptq3",
-    method: Annotated[str, typer.Option(help="prompt, prefix or lora.")] = "prompt",
+    method: Annotated[str, typer.Option(help="prompt, prefix, lora or idp.")] = "prompt",
     steps: Annotated[int | None, typer.Option(help="Training steps (default 60; --fast 4).")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (prompt/prefix 3e-3, lora 1e-3).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data order and initialisation.")] = 0,
@@ -134,6 +134,12 @@ def recover_cmd(
     train_text: Annotated[str | None, typer.Option("--train-text", help="Corpus file (.txt/.jsonl); default: "
                                                                        "self-generated.")] = None,
     fast: Annotated[bool, typer.Option(help="Tiny preset for tests (a few steps).")] = False,
+    idp_m: Annotated[int, typer.Option("--idp-m", help="IDP: prompts in the pool (each --n-tokens long).")] = 4,
+    idp_layer: Annotated[int, typer.Option("--idp-layer", help="IDP: layer whose attention selects.")] = 0,
+    idp_statistic: Annotated[str, typer.Option("--idp-statistic", help="IDP: mean or max attention mass.")] = "mean",
+    idp_routing: Annotated[str, typer.Option("--idp-routing", help="IDP: attention or centroid.")] = "attention",
+    idp_training: Annotated[str, typer.Option("--idp-training", help="IDP: joint routing or cluster.")] = "joint",
+    idp_init: Annotated[str, typer.Option("--idp-init", help="IDP: kmeans or vocab initialisation.")] = "kmeans",
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the eval-split accuracy.")] = False,
     force: Annotated[bool, typer.Option(help="Retrain an existing recovery.")] = False,
     device: DeviceOpt = "cpu",
@@ -145,7 +151,9 @@ def recover_cmd(
     spec = RecoverSpec(model=model, compression=compression, method=method, steps=steps, lr=lr, seed=seed,
                        batch_size=batch_size, seq_len=seq_len, n_tokens=n_tokens, rank=rank, alpha=alpha,
                        targets=tuple(t.strip() for t in targets.split(",") if t.strip()), objective=objective,
-                       train_data=train_data, train_text=train_text, fast=fast)
+                       train_data=train_data, train_text=train_text, fast=fast, idp_m=idp_m, idp_layer=idp_layer,
+                       idp_statistic=idp_statistic, idp_routing=idp_routing, idp_training=idp_training,
+                       idp_init=idp_init)
     path = recover(spec, device=device, force=force, with_eval=not no_eval)
     manifest = json.loads((path / "manifest.json").read_text())
     out.print(f"recovery: {path}")

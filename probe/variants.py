@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from probe.artifacts import artifacts_root, read_manifest
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.knowledge.scoring import LogitsFn, hf_logits_fn
 from probe.models.load import LoadedModel, load_model, preflight
+from probe.recover.kv_prefix import KVPrefix, Selector
 
-RECOVERY_VARIANTS = ("prompt", "prefix", "lora")  # trained by `probe recover --method`
+RECOVERY_VARIANTS = ("prompt", "prefix", "lora", "idp")  # trained by `probe recover --method`
 VARIANTS = ("original", "compressed", *RECOVERY_VARIANTS)
 
 
@@ -39,11 +43,35 @@ class VariantSpec:
 
 
 @dataclass
+class CaptureView:
+    """What capture hooks: the module to bridge, and for prompt variants the KV prefix and selector."""
+
+    model: torch.nn.Module
+    prefix: KVPrefix | None = None
+    select: Selector | None = None
+
+
+@dataclass
 class LoadedVariant:
+    """A runnable variant. ``adapter`` and ``method`` are set for recovery variants."""
+
     spec: VariantSpec
     base: LoadedModel
     logits_fn: LogitsFn
     parents: dict[str, str]
+    adapter: Any = None
+    method: Any = None
+
+    def annotate(self, facts) -> dict:
+        """Method-specific per-fact results to save with eval results (IDP: the chosen prompt)."""
+        return self.method.annotate(self.adapter, facts, self.base.tokenizer) if self.method else {}
+
+
+def capture_view(loaded: LoadedVariant) -> CaptureView:
+    """The module capture should hook for ``loaded`` (LoRA: a merged dense copy) and its prefix."""
+    if loaded.method is None:
+        return CaptureView(loaded.base.model)
+    return CaptureView(*loaded.method.hook_view(loaded.adapter))
 
 
 def model_key(spec: ModelSpec) -> str:
@@ -114,4 +142,5 @@ def _load_recovery(spec: VariantSpec, base: LoadedModel, parents: dict[str, str]
                          f"{recover_command(spec.model, spec.compression or '', spec.variant)[:-1]} --force`")
     method = get_method(spec.variant)
     peft_model = method.load(base.model, folder / "adapter")
-    return LoadedVariant(spec, base, method.logits_fn(peft_model), {**parents, "recovery": recovery["spec_hash"]})
+    return LoadedVariant(spec, base, method.logits_fn(peft_model), {**parents, "recovery": recovery["spec_hash"]},
+                         peft_model, method)

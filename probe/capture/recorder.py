@@ -22,18 +22,9 @@ import torch
 from probe.errors import ProbeError
 from probe.knowledge.schema import Fact
 from probe.knowledge.scoring import encode_pair
-from probe.recover.kv_prefix import KVPrefix, Selector
+from probe.variants import CaptureView
 
 POINT_POSITIONS = ("last", "subject")  # one row per probe; "all" keeps every real token
-
-
-@dataclass
-class CaptureView:
-    """What capture runs: the module to hook, and for prompt variants the KV prefix and selector."""
-
-    model: torch.nn.Module
-    prefix: KVPrefix | None = None
-    select: Selector | None = None
 
 
 @dataclass(frozen=True)

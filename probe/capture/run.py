@@ -15,32 +15,20 @@ import numpy as np
 
 from probe.artifacts import build_manifest, spec_hash
 from probe.capture.distributed import Ranks, close, init_ranks, rank_device
-from probe.capture.recorder import CaptureView, Layout, ProbeInput, Recorder, encode_probes, model_dims
+from probe.capture.recorder import Layout, ProbeInput, Recorder, encode_probes, model_dims
 from probe.capture.spec import CaptureSpec
 from probe.capture.store import CaptureStore, captures_root, estimate_bytes, read_status
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.schema import Fact
 from probe.progress import console, track
-from probe.variants import RECOVERY_VARIANTS, LoadedVariant, VariantSpec, load_variant, model_key, preflight_variant
+from probe.variants import RECOVERY_VARIANTS, VariantSpec, capture_view, load_variant, model_key, preflight_variant
 
 BatchCallback = Callable[[int], None]
 
 
 def capture_path(spec: CaptureSpec) -> Path:
     return captures_root() / model_key(spec.variant.model) / spec.run_name
-
-
-def view_for(loaded: LoadedVariant) -> CaptureView:
-    """What to hook: `probe.variants.capture_view` when present, else the dense model (original/compressed)."""
-    import probe.variants as variants
-
-    if hasattr(variants, "capture_view"):
-        return variants.capture_view(loaded)
-    if loaded.spec.variant in ("original", "compressed"):
-        return CaptureView(loaded.base.model)
-    raise ProbeError(f"capturing the {loaded.spec.variant!r} variant needs probe.variants.capture_view, "
-                     f"which this tree does not have yet: capture original or compressed")
 
 
 def build_missing(spec: VariantSpec) -> None:
@@ -120,7 +108,7 @@ def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None) ->
 
     t0 = time.perf_counter()
     loaded = load_variant(vspec)
-    view = view_for(loaded)
+    view = capture_view(loaded)
     probes = load_probes(spec.probes).split(spec.split)
     n_layers, d_model, n_heads = model_dims(view.model)
     layers = spec.check_layers(n_layers)

@@ -73,6 +73,7 @@ def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded:
             for r, v in sorted(by_rel.items())
         },
         "known_ids": known,
+        **loaded.annotate(probes.facts),
         "parents": loaded.parents,
         "facts": [asdict(s) for s in scores],
     }

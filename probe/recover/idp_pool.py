@@ -105,7 +105,8 @@ def routed_student(model: torch.nn.Module, prompts: torch.nn.Parameter, opts: ID
             prefix = prefix_from_embeddings(model, prompts.detach().to(emb.weight.dtype))
             router = IDPRouter(model, prefix, opts.select_layer, opts.statistic, route_by, centroids)
             choice = balanced_choice(router.scores(input_ids, attention_mask), opts.capacity)
-        usage.update(choice.tolist())
+        if torch.is_grad_enabled():  # count training steps only, not held-out evaluation
+            usage.update(choice.tolist())
         b = input_ids.shape[0]
         full = torch.cat([prompts[choice].to(emb.weight.dtype), emb(input_ids)], dim=1)
         mask = torch.cat([attention_mask.new_ones(b, opts.n), attention_mask], dim=1)

@@ -40,6 +40,9 @@ class Lora(RecoveryMethod):
     def logits_fn(self, peft_model):
         return hf_logits_fn(peft_model)
 
+    def hook_view(self, adapter) -> tuple:
+        return merged_copy(adapter), None, None
+
 
 def merged_copy(peft_model) -> torch.nn.Module:
     """A separate dense model with the LoRA update merged in; ``peft_model`` stays unmerged."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from probe.recover.kv_prefix import KVPrefix, prefix_logits_fn
-from probe.recover.soft_prompt import init_token_ids, student_through_prefix
-from probe.recover.spec import RecoverSpec, RecoveryMethod
+from probe.recover.kv_prefix import KVPrefix
+from probe.recover.soft_prompt import PrefixMethod, init_token_ids
+from probe.recover.spec import RecoverSpec
 
 
 def peft_prefix(peft_model) -> KVPrefix:
@@ -30,7 +30,7 @@ def prefix_table(peft_model) -> torch.Tensor:
     return peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
 
 
-class Prefix(RecoveryMethod):
+class Prefix(PrefixMethod):
     name = "prefix"
 
     def create(self, model, tokenizer, spec: RecoverSpec):
@@ -48,16 +48,8 @@ class Prefix(RecoveryMethod):
                 table[:, i, 1] = layer.values[0].transpose(0, 1)
         return peft_model
 
-    def student(self, peft_model):
-        return student_through_prefix(peft_model.get_base_model(), lambda: peft_prefix(peft_model))
-
-    def logits_fn(self, peft_model):
-        with torch.no_grad():
-            prefix = peft_prefix(peft_model)
-        return prefix_logits_fn(peft_model.get_base_model(), prefix)
-
-    def extra_kv_positions(self, peft_model) -> int:
-        return prefix_table(peft_model).shape[0]
+    def make_prefix(self, adapter) -> KVPrefix:
+        return peft_prefix(adapter)
 
 
 METHOD = Prefix()

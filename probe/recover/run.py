@@ -121,6 +121,7 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
     # evaluated before the adapter is attached (LoRA modifies the compressed model's modules in place)
     results = {name: eval_variant(v, reuse=True) for name, v in _eval_variants(model_spec, spec, original, student_base,
                                                                    parents).items()} if with_eval else None
+    method.prepare(original.model, data, spec)
     peft_model = method.create(student_base.model, student_base.tokenizer, spec)
     teacher = hf_logits_fn(original.model)
     plain = hf_logits_fn(student_base.model)

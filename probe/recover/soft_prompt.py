@@ -49,7 +49,30 @@ def student_through_prefix(base, make_prefix):
     return student
 
 
-class SoftPrompt(RecoveryMethod):
+class PrefixMethod(RecoveryMethod):
+    """A method whose adapter runs as one KV prefix (soft prompt, prefix tuning)."""
+
+    def make_prefix(self, adapter) -> KVPrefix:
+        raise NotImplementedError
+
+    def student(self, peft_model):
+        return student_through_prefix(peft_model.get_base_model(), lambda: self.make_prefix(peft_model))
+
+    def logits_fn(self, peft_model):
+        with torch.no_grad():
+            prefix = self.make_prefix(peft_model)
+        return prefix_logits_fn(peft_model.get_base_model(), prefix)
+
+    def hook_view(self, adapter) -> tuple:
+        with torch.no_grad():
+            return adapter.get_base_model(), self.make_prefix(adapter), None
+
+    def extra_kv_positions(self, peft_model) -> int:
+        with torch.no_grad():
+            return self.make_prefix(peft_model).n_tokens
+
+
+class SoftPrompt(PrefixMethod):
     name = "prompt"
 
     def create(self, model, tokenizer, spec: RecoverSpec):
@@ -63,16 +86,8 @@ class SoftPrompt(RecoveryMethod):
             prompt_embeddings(peft_model).copy_(model.get_input_embeddings().weight[ids])
         return peft_model
 
-    def student(self, peft_model):
-        return student_through_prefix(peft_model.get_base_model(), lambda: prompt_prefix(peft_model))
-
-    def logits_fn(self, peft_model):
-        with torch.no_grad():
-            prefix = prompt_prefix(peft_model)
-        return prefix_logits_fn(peft_model.get_base_model(), prefix)
-
-    def extra_kv_positions(self, peft_model) -> int:
-        return prompt_embeddings(peft_model).shape[0]
+    def make_prefix(self, adapter) -> KVPrefix:
+        return prompt_prefix(adapter)
 
 
 METHOD = SoftPrompt()

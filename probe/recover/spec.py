@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields, replace
 
 from probe.errors import ProbeError
 
-METHODS: tuple[str, ...] = ("prompt", "prefix", "lora")
+METHODS: tuple[str, ...] = ("prompt", "prefix", "lora", "idp")
 OBJECTIVES = ("kl", "lm")
 TRAIN_DATA = ("corpus", "facts", "both")
 
@@ -58,11 +58,21 @@ class RecoverSpec:
     init_text: str = ("Recall the facts you know and complete the sentence with the correct, well-known answer. "
                       "Think about people, places, science, history and language.")
     fast: bool = False
+    # IDP (probe.recover.idp_pool.IDPOptions): n_tokens is the length of each of idp_m prompts
+    idp_m: int = 4
+    idp_layer: int = 0
+    idp_statistic: str = "mean"
+    idp_routing: str = "attention"
+    idp_training: str = "joint"
+    idp_init: str = "kmeans"
+    idp_capacity: float = 1.5
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ProbeError(f"unknown recovery method {self.method!r}: use one of {', '.join(METHODS)}")
         preset = FAST if self.fast else DEFAULTS
+        if self.method == "idp" and self.n_tokens is None:
+            object.__setattr__(self, "n_tokens", max(1, preset["n_tokens"] // max(1, self.idp_m)))
         for name, value in preset.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -84,6 +94,16 @@ class RecoverSpec:
             raise ProbeError(f"held-out fraction must be in (0, 1), got {self.heldout_fraction}")
         if not self.targets:
             raise ProbeError("--targets needs at least one module name, e.g. q_proj,v_proj")
+        if self.method == "idp":
+            self.idp_options()
+
+    def idp_options(self):
+        """The IDP pool settings of this spec (validated)."""
+        from probe.recover.idp_pool import IDPOptions
+
+        return IDPOptions(m=self.idp_m, n=self.n_tokens, select_layer=self.idp_layer, statistic=self.idp_statistic,
+                          routing=self.idp_routing, training=self.idp_training, init=self.idp_init,
+                          capacity=self.idp_capacity)
 
     def with_(self, **changes) -> RecoverSpec:
         return replace(self, **changes)
@@ -102,6 +122,17 @@ class RecoveryMethod:
     """
 
     name: str = ""
+
+    def prepare(self, original, data, spec: RecoverSpec) -> None:
+        """Look at the original model and the training data before ``create`` (IDP's k-means init)."""
+
+    def hook_view(self, adapter) -> tuple:
+        """``(module to hook, KVPrefix or None, selector or None)`` for capture and analysis."""
+        raise NotImplementedError
+
+    def annotate(self, adapter, facts, tokenizer) -> dict:
+        """Extra per-fact results saved with eval results (IDP: the prompt each fact chose)."""
+        return {}
 
     def create(self, model, tokenizer, spec: RecoverSpec):
         raise NotImplementedError
@@ -145,6 +176,7 @@ METHOD_MODULES: dict[str, str] = {
     "prompt": "probe.recover.soft_prompt",
     "prefix": "probe.recover.prefix",
     "lora": "probe.recover.lora",
+    "idp": "probe.recover.idp_method",
 }
 
 

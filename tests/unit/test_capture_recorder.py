@@ -84,7 +84,7 @@ def _prefix(m: int) -> KVPrefix:
 
 
 def _with_view(monkeypatch, prefix: KVPrefix, select=None) -> None:
-    monkeypatch.setattr(capture_run, "view_for", lambda loaded: CaptureView(loaded.base.model, prefix, select))
+    monkeypatch.setattr(capture_run, "capture_view", lambda loaded: CaptureView(loaded.base.model, prefix, select))
 
 
 def test_prefix_capture_renormalises_attention_and_matches_hf(artifacts, tmp_path, monkeypatch):

@@ -1,0 +1,77 @@
+"""IDP through the shared recovery machinery on the tiny Llama: train, save, load, eval, capture view."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from probe.errors import ProbeError
+from probe.evaluation.run import EvalSpec, run_eval
+from probe.recover.run import recover
+from probe.variants import VariantSpec, capture_view, load_variant
+from tests.unit.test_recover_run import TINY, fast, make_tiny_variant
+
+
+@pytest.fixture
+def trained(artifacts):
+    make_tiny_variant()
+    return recover(fast("idp", steps=3), with_eval=False)
+
+
+def test_idp_trains_saves_and_reloads_as_a_variant(trained):
+    adapter = trained / "adapter"
+    assert (adapter / "idp.safetensors").is_file() and not list(adapter.glob("*.bin"))
+    config = json.loads((adapter / "idp.json").read_text())
+    manifest = json.loads((trained / "manifest.json").read_text())
+    m, n = config["options"]["m"], config["options"]["n"]
+    assert (m, n) == (4, 1) and manifest["spec"]["method"] == "idp"
+    assert manifest["trainable_parameters"] == m * n * 64
+    assert manifest["extra_kv_positions"] == n
+    # every training window was routed to exactly one prompt; the cap spreads them over the pool
+    assert sum(config["train_usage"]) == 3 * manifest["spec"]["batch_size"]
+    assert max(config["train_usage"]) <= -(-1.5 * manifest["spec"]["batch_size"] // m) * 3
+
+    loaded = load_variant(VariantSpec(TINY, "idp", "fake3"))
+    view = capture_view(loaded)
+    assert view.prefix.n_prompts == m and view.prefix.n_tokens == n and view.select is not None
+
+
+def test_idp_eval_records_the_chosen_prompt_per_fact(trained):
+    spec = EvalSpec(VariantSpec(TINY, "idp", "fake3"), relations=("capital",))
+    result = run_eval(spec)
+    choices = result["idp_choice"]
+    assert set(choices) == {f["fact_id"] for f in result["facts"]}
+    assert all(0 <= c < 4 for c in choices.values())
+    assert sum(result["idp_usage"]) == result["n_facts"]
+
+
+def test_idp_forced_choice_equals_single_prompt_variant_logits(trained):
+    """The loaded IDP variant, with its router forced to k, equals prepending pool prompt k."""
+    from probe.recover.kv_prefix import prefix_logits_fn
+
+    loaded = load_variant(VariantSpec(TINY, "idp", "fake3"))
+    model, pool = loaded.adapter.model, loaded.adapter.prompts.detach()
+    enc = loaded.base.tokenizer(["The capital of France is", "Gold"], return_tensors="pt", padding=True)
+    emb = model.get_input_embeddings()(enc.input_ids)
+    real = enc.attention_mask.bool()
+    with torch.no_grad():
+        for k in range(pool.shape[0]):
+            fn = prefix_logits_fn(model, loaded.adapter.prefix(), lambda i, m, k=k: torch.full((i.shape[0],), k))
+            got = fn(enc.input_ids, enc.attention_mask)[0]
+            full = torch.cat([pool[k].expand(2, -1, -1), emb], 1)
+            mask = torch.cat([torch.ones(2, pool.shape[1], dtype=torch.long), enc.attention_mask], 1)
+            want = model(inputs_embeds=full, attention_mask=mask).logits[:, pool.shape[1]:]
+            assert (got - want)[real].abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"idp_m": 0}, "m ≥ 1"),
+    ({"idp_statistic": "median"}, "--idp-statistic"),
+    ({"idp_routing": "random"}, "--idp-routing"),
+    ({"idp_training": "solo"}, "--idp-training"),
+])
+def test_bad_idp_options(kw, match):
+    with pytest.raises(ProbeError, match=match):
+        fast("idp", **kw)
