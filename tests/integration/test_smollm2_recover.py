@@ -57,17 +57,17 @@ def short(method: str, **kw):
     from probe.recover.spec import RecoverSpec
 
     return RecoverSpec(model="smollm2-135m", compression=PRESET, method=method, steps=10, batch_size=4, seq_len=48,
-                       n_tokens=8, n_texts=32, text_tokens=128, **kw)
+                       n_tokens=8, n_texts=32, text_tokens=128, **kw)  # IDP: 4 prompts of 8 tokens
 
 
-@pytest.mark.parametrize("method", ["prompt", "prefix", "lora"])
+@pytest.mark.parametrize("method", ["prompt", "prefix", "lora", "idp"])
 def test_each_method_lowers_held_out_distillation_loss(root, method):
     from probe.recover.run import recover
 
     manifest = json.loads((recover(short(method), with_eval=False) / "manifest.json").read_text())
     assert manifest["held_out_after"] < manifest["held_out_compressed"], manifest
     assert manifest["held_out_after"] < manifest["held_out_before"]
-    expected = {"prompt": 8 * 576, "prefix": 8 * 30 * 2 * 192, "lora": 460_800}[method]
+    expected = {"prompt": 8 * 576, "prefix": 8 * 30 * 2 * 192, "lora": 460_800, "idp": 4 * 8 * 576}[method]
     assert manifest["trainable_parameters"] == expected
     assert manifest["data"]["n_removed"] >= 0 and manifest["data"]["n_texts"] > 0
 
