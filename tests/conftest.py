@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,6 +46,22 @@ def smollm2_artifacts(artifacts, smollm2_folder) -> Path:
     (artifacts / "models").mkdir(parents=True)
     (artifacts / "models" / "smollm2-135m").symlink_to(smollm2_folder)
     return artifacts
+
+
+@contextlib.contextmanager
+def module_artifacts(tmp_path_factory, smollm2_folder: Path, name: str) -> Iterator[Path]:
+    """A module-wide artifacts root with SmolLM2 and the shared corpus cache linked in."""
+    root = tmp_path_factory.mktemp(name) / "artifacts"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "smollm2-135m").symlink_to(smollm2_folder)
+    (SHARED_ARTIFACTS / "corpus").mkdir(parents=True, exist_ok=True)
+    (root / "corpus").symlink_to(SHARED_ARTIFACTS / "corpus")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROBE_ARTIFACTS", str(root))
+    try:
+        yield root
+    finally:
+        mp.undo()
 
 
 def load_smollm2(smollm2_folder: Path, **kwargs):

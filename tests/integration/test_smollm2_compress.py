@@ -22,17 +22,10 @@ N_CAL, SEQ = 32, 128
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, smollm2_folder):
-    from tests.conftest import SHARED_ARTIFACTS
+    from tests.conftest import module_artifacts
 
-    root = tmp_path_factory.mktemp("compress") / "artifacts"
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "smollm2-135m").symlink_to(smollm2_folder)
-    (SHARED_ARTIFACTS / "corpus").mkdir(parents=True, exist_ok=True)
-    (root / "corpus").symlink_to(SHARED_ARTIFACTS / "corpus")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROBE_ARTIFACTS", str(root))
-    yield root
-    mp.undo()
+    with module_artifacts(tmp_path_factory, smollm2_folder, "compress") as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +65,11 @@ def test_baked_variants_are_on_grid_dense_and_keep_embeddings(variants, smollm2_
 def test_probe_eval_cli_on_saved_variant(variants, root):
     env = {**os.environ, "PROBE_ARTIFACTS": str(root)}
     proc = subprocess.run([sys.executable, "-m", "probe", "eval", "--model", "smollm2-135m", "--variant",
-                           "compressed", "--compression", "gptq3", "--json"],
+                           "compressed", "--compression", "gptq3", "--relations", "capital,chemical_symbol,continent",
+                           "--json"],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["variant"] == "compressed" and result["compression"] == "gptq3"
-    assert result["n_facts"] > 100 and 0 <= result["top1_accuracy"] < 0.5
+    assert result["n_facts"] > 100 and result["n_relations"] == 3 and 0 <= result["top1_accuracy"] < 0.5
     assert result["parents"]["compressed"] == _read(variants["gptq3"], "manifest.json")["spec_hash"]

@@ -31,26 +31,19 @@ def root(tmp_path_factory, smollm2_folder):
     from probe.artifacts import atomic_dir, build_manifest
     from probe.config import ModelSpec
     from probe.variants import variant_dir
-    from tests.conftest import SHARED_ARTIFACTS, load_smollm2
+    from tests.conftest import load_smollm2, module_artifacts
 
-    root = tmp_path_factory.mktemp("recover") / "artifacts"
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "smollm2-135m").symlink_to(smollm2_folder)
-    (SHARED_ARTIFACTS / "corpus").mkdir(parents=True, exist_ok=True)
-    (root / "corpus").symlink_to(SHARED_ARTIFACTS / "corpus")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROBE_ARTIFACTS", str(root))
-    loaded = load_smollm2(smollm2_folder)
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if name.endswith("proj.weight"):
-                p.copy_(rtn3(p))
-    with atomic_dir(variant_dir(ModelSpec("smollm2-135m"), PRESET)) as tmp:
-        loaded.model.save_pretrained(tmp)
-        loaded.tokenizer.save_pretrained(tmp)
-        (tmp / "manifest.json").write_text(json.dumps(build_manifest("variant", {"preset": PRESET})))
-    yield root
-    mp.undo()
+    with module_artifacts(tmp_path_factory, smollm2_folder, "recover") as root:
+        loaded = load_smollm2(smollm2_folder)
+        with torch.no_grad():
+            for name, p in loaded.model.named_parameters():
+                if name.endswith("proj.weight"):
+                    p.copy_(rtn3(p))
+        with atomic_dir(variant_dir(ModelSpec("smollm2-135m"), PRESET)) as tmp:
+            loaded.model.save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
+            (tmp / "manifest.json").write_text(json.dumps(build_manifest("variant", {"preset": PRESET})))
+        yield root
 
 
 def short(method: str, **kw):
