@@ -151,7 +151,8 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
     summary = None
     if results is not None:
         recovered = LoadedVariant(VariantSpec(model_spec, spec.method, spec.compression), student_base,
-                                  method.logits_fn(peft_model), {**parents, "recovery": spec_hash(spec)})
+                                  method.logits_fn(peft_model), {**parents, "recovery": spec_hash(spec)},
+                                  peft_model, method)
         summary = summarise_eval({**results, "recovered": eval_variant(recovered)})
     losses = {**asdict(result), "objective": spec.objective}
     with atomic_dir(final, overwrite=True) as tmp:

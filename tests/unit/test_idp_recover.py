@@ -75,3 +75,12 @@ def test_idp_forced_choice_equals_single_prompt_variant_logits(trained):
 def test_bad_idp_options(kw, match):
     with pytest.raises(ProbeError, match=match):
         fast("idp", **kw)
+
+
+def test_recover_with_eval_saves_the_chosen_prompts(artifacts):
+    make_tiny_variant()
+    recover(fast("idp", steps=2))
+    saved = list((artifacts / "eval" / "tiny-llama" / "fake3-idp").glob("*.json"))
+    assert len(saved) == 1
+    result = json.loads(saved[0].read_text())
+    assert len(result["idp_choice"]) == result["n_facts"] and sum(result["idp_usage"]) == result["n_facts"]
