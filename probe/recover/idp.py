@@ -30,10 +30,8 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from probe.errors import ProbeError
+from probe.recover.idp_options import ROUTINGS, STATISTICS
 from probe.recover.kv_prefix import KVPrefix, Selector
-
-STATISTICS = ("mean", "max")
-ROUTINGS = ("attention", "centroid")
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:

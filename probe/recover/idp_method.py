@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from probe.errors import ProbeError
 from probe.recover.idp import IDPRouter
-from probe.recover.idp_pool import IDPOptions, kmeans_init, routed_student, usage_histogram, vocab_init
+from probe.recover.idp_options import IDPOptions
+from probe.recover.idp_pool import kmeans_init, routed_student, usage_histogram, vocab_init
 from probe.recover.kv_prefix import KVPrefix, prefix_from_embeddings, prefix_logits_fn
 from probe.recover.spec import RecoverSpec, RecoveryMethod
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from probe.errors import ProbeError
+from probe.recover.idp_options import IDPOptions
 
 METHODS: tuple[str, ...] = ("prompt", "prefix", "lora", "idp")
 OBJECTIVES = ("kl", "lm")
@@ -59,13 +60,13 @@ class RecoverSpec:
                       "Think about people, places, science, history and language.")
     fast: bool = False
     # IDP (probe.recover.idp_pool.IDPOptions): n_tokens is the length of each of idp_m prompts
-    idp_m: int = 4
-    idp_layer: int = 0
-    idp_statistic: str = "mean"
-    idp_routing: str = "attention"
-    idp_training: str = "joint"
-    idp_init: str = "kmeans"
-    idp_capacity: float = 1.5
+    idp_m: int = IDPOptions.m
+    idp_layer: int = IDPOptions.select_layer
+    idp_statistic: str = IDPOptions.statistic
+    idp_routing: str = IDPOptions.routing
+    idp_training: str = IDPOptions.training
+    idp_init: str = IDPOptions.init
+    idp_capacity: float = IDPOptions.capacity
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -97,10 +98,8 @@ class RecoverSpec:
         if self.method == "idp":
             self.idp_options()
 
-    def idp_options(self):
+    def idp_options(self) -> IDPOptions:
         """The IDP pool settings of this spec (validated)."""
-        from probe.recover.idp_pool import IDPOptions
-
         return IDPOptions(m=self.idp_m, n=self.n_tokens, select_layer=self.idp_layer, statistic=self.idp_statistic,
                           routing=self.idp_routing, training=self.idp_training, init=self.idp_init,
                           capacity=self.idp_capacity)

@@ -183,7 +183,8 @@ def test_balanced_choice_caps_load_and_prefers_best():
 def test_routed_student_trains_only_the_chosen_prompts(tiny, batch):
     from collections import Counter
 
-    from probe.recover.idp_pool import IDPOptions, routed_student
+    from probe.recover.idp_options import IDPOptions
+    from probe.recover.idp_pool import routed_student
 
     opts = IDPOptions(m=M, n=N, routing="centroid", training="cluster")
     model = tiny.model
@@ -209,7 +210,8 @@ def test_routed_student_trains_only_the_chosen_prompts(tiny, batch):
 
 
 def test_kmeans_init_gives_distinct_prompts_from_corpus_windows(tiny):
-    from probe.recover.idp_pool import IDPOptions, kmeans_init
+    from probe.recover.idp_options import IDPOptions
+    from probe.recover.idp_pool import kmeans_init
 
     tok = tiny.tokenizer
     texts = ["cats and dogs play", "stock markets fell today", "the river floods in spring", "bake bread slowly",
