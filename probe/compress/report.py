@@ -92,7 +92,7 @@ def knowledge_and_perplexity(loaded_original, compressed: torch.nn.Module, label
             VariantSpec(model_spec, "compressed", label)
         base = replace(loaded_original, model=model)
         lv = LoadedVariant(vspec, base, hf_logits_fn(model), {"model": loaded_original.model_hash})
-        res = run_eval(EvalSpec(variant=vspec), loaded=lv)
+        res = run_eval(EvalSpec(variant=vspec), loaded=lv, reuse=key == "original")
         ppl = perplexity(base.tokenizer, lv.logits_fn, heldout_text(), device=base.device)
         results[key] = {"top1_accuracy": res["top1_accuracy"], "perplexity": ppl, "known": set(res["known_ids"]),
                         "n_facts": res["n_facts"]}

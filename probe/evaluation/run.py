@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from probe.artifacts import artifacts_root, build_manifest, write_json_atomic
+from probe.artifacts import artifacts_root, build_manifest, spec_hash, write_json_atomic
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.schema import ProbeSet
 from probe.knowledge.scoring import FactScore, score_facts
@@ -85,8 +86,31 @@ def result_path(result: dict) -> Path:
             / f"{result['probes'].replace(':', '-')}-t{result['template']}.json")
 
 
-def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None) -> dict:
-    """Score the variant on the selected probes; save and return the result dict."""
+def probe_set_name(spec: EvalSpec) -> str:
+    """The name ``select_probes`` gives the probe set (file stem or ``builtin``, plus the split)."""
+    name = spec.probes if spec.probes == "builtin" else Path(spec.probes).stem
+    return name if spec.split in (None, "all") else f"{name}:{spec.split}"
+
+
+def saved_result(spec: EvalSpec, parents: dict[str, str]) -> dict | None:
+    """A saved result of the same spec over the same parent artifacts, if there is one."""
+    v = spec.variant
+    path = result_path({"model": model_key(v.model), "variant": v.variant, "compression": v.compression,
+                        "probes": probe_set_name(spec), "template": spec.template})
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    ok = saved.get("parents") == parents and saved.get("manifest", {}).get("spec_hash") == spec_hash(spec)
+    return saved if ok else None
+
+
+def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None, reuse: bool = False) -> dict:
+    """Score the variant on the selected probes; save and return the result dict.
+
+    With ``reuse`` and ``loaded`` given, a saved result of the same spec and parents is returned instead.
+    """
+    if reuse and loaded is not None and (saved := saved_result(spec, loaded.parents)) is not None:
+        return saved
     if loaded is None:
         preflight_variant(spec.variant)
     probes = select_probes(spec)

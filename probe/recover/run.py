@@ -47,7 +47,7 @@ from probe.progress import console, status
 from probe.recover.data import build_data
 from probe.recover.spec import RecoverSpec, get_method
 from probe.recover.train import TrainResult, train
-from probe.variants import LoadedVariant, VariantSpec, model_key, recovery_dir, variant_dir
+from probe.variants import LoadedVariant, VariantSpec, recovery_dir, variant_dir
 
 
 def check_inputs(spec: RecoverSpec, model_spec: ModelSpec) -> dict:
@@ -84,18 +84,9 @@ def plot_losses(result: TrainResult, path: Path, title: str) -> None:
 
 def eval_variant(variant: LoadedVariant, reuse: bool = False) -> dict:
     """Eval-split result of ``variant``; with ``reuse``, a saved result of the same spec and parents."""
-    from probe.evaluation.run import EvalSpec, result_path, run_eval
+    from probe.evaluation.run import EvalSpec, run_eval
 
-    spec = EvalSpec(variant=variant.spec)
-    if reuse:
-        path = result_path({"model": model_key(variant.spec.model), "variant": variant.spec.variant,
-                            "compression": variant.spec.compression, "probes": spec.probes, "template": spec.template})
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            if saved.get("parents") == variant.parents and saved.get("manifest", {}).get("spec_hash") == \
-                    spec_hash(spec):
-                return saved
-    return run_eval(spec, loaded=variant)
+    return run_eval(EvalSpec(variant=variant.spec), loaded=variant, reuse=reuse)
 
 
 def summarise_eval(results: dict[str, dict]) -> dict:

@@ -144,3 +144,16 @@ def test_cli_bad_input_is_one_line_exit_2(artifacts):
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], res.stderr
     assert not (variant_dir(TINY, "fake3") / "recover").exists()
+
+
+def test_saved_eval_is_reused_only_for_the_same_parents(tiny_variant):
+    from probe.evaluation.run import EvalSpec, result_path, run_eval
+
+    loaded = load_variant(VariantSpec(TINY, "compressed", "fake3"))
+    spec = EvalSpec(variant=loaded.spec, relations=("capital",))
+    first = run_eval(spec, loaded=loaded)
+    path = result_path(first)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "marker": 1}))
+    assert run_eval(spec, loaded=loaded, reuse=True).get("marker") == 1
+    loaded.parents = {**loaded.parents, "compressed": "other"}
+    assert "marker" not in run_eval(spec, loaded=loaded, reuse=True)
