@@ -49,8 +49,15 @@ def _capture_command(spec: AnalyzeSpec, variant: str) -> str:
     return f"`probe capture --model {spec.model} --variant {variant}{comp} --split all`"
 
 
+_SPLIT_PREFERENCE = {"all": 2, "eval": 1}
+
+
 def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
-    """One complete capture per variant (original first), from ``--runs`` or by discovery."""
+    """One complete capture per variant (original first), from ``--runs`` or by discovery.
+
+    Discovery prefers a ``--split all`` capture (held-out training facts for decodability) over an
+    eval-only one of the same variant.
+    """
     from probe.config import ModelSpec
     from probe.variants import model_key
 
@@ -73,8 +80,12 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
             raise ProbeError(f"run {r.path.name} is {m.get('compression')}/{v}, not of --compression "
                              f"{spec.compression}")
         if v in out:
-            raise ProbeError(f"several captures of variant {v!r}: {out[v].path.name}, {r.path.name}; choose one per "
-                             f"variant with --runs")
+            prefer = _SPLIT_PREFERENCE.get(m.get("split"), 0) - _SPLIT_PREFERENCE.get(out[v].manifest.get("split"), 0)
+            if spec.runs or prefer == 0:
+                raise ProbeError(f"several captures of variant {v!r}: {out[v].path.name}, {r.path.name}; choose one "
+                                 f"per variant with --runs")
+            if prefer < 0:
+                continue
         out[v] = r
     for needed in ("original", "compressed"):
         if needed not in out:

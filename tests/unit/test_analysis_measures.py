@@ -121,6 +121,24 @@ def test_decodability_is_near_one_on_separable_data_and_chance_on_shuffled_label
     assert 0.1 < acc < 0.4, acc
 
 
+def test_decodability_keeps_a_lens_signal_spread_over_many_dimensions():
+    """Few facts, many dimensions, the answer raised a little in every one: the plain lens (sum of φ)
+    finds it, and so must the probe, which sees the lens score rather than 200 free weights."""
+    rng = np.random.default_rng(4)
+
+    def data(n: int, seed: int) -> ProbeData:
+        cands = build_candidates(list(range(n)), [[n + j for j in range(3)]] * n, seed)
+        feats = rng.normal(size=(n, 4, 200)).astype(np.float32)
+        feats[np.arange(n), cands.answer] += 0.12
+        return ProbeData(feats, cands)
+
+    train, test = data(60, 5), data(400, 6)
+    lens = (test.feats.sum(2).argmax(1) == test.cands.answer).mean()
+    probe = held_out_correct(train, {"t": test})["t"].mean()
+    assert lens > 0.7, lens
+    assert probe >= lens - 0.05, (probe, lens)
+
+
 def _inputs(flags: np.ndarray, recoveries: tuple[RecoveryNumbers, ...] = ()) -> VerdictInputs:
     n_eval = 200
     return VerdictInputs(model="m", compression="c", n_eval=n_eval, known_original=bs.interval(np.ones(n_eval)),

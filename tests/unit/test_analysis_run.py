@@ -128,6 +128,17 @@ def test_bad_input_is_refused_with_the_reason(artifacts, original_capture, kind,
     assert not (artifacts / "analysis").exists() or not list((artifacts / "analysis").iterdir())
 
 
+def test_discovery_prefers_a_capture_of_all_splits_over_an_eval_only_one(artifacts, original_capture):
+    twin = _twin(artifacts, original_capture)
+    eval_only = twin.with_name("rtn3-compressed-capitals-eval")
+    shutil.copytree(twin, eval_only)
+    manifest = json.loads((eval_only / "manifest.json").read_text())
+    write_json_atomic(eval_only / "manifest.json", {**manifest, "split": "eval"})
+    from probe.analysis.run import find_runs
+
+    assert find_runs(_spec())["compressed"].path == twin
+
+
 def _rtn3_variant(artifacts: Path) -> None:
     """A 3-bit round-to-nearest (per output row) tiny-llama saved as the ``rtn3`` variant folder."""
     model, tok = build_tiny_llama()
