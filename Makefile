@@ -28,7 +28,7 @@ endif
 	touch $@
 
 demo: install
-	$(BIN)/probe eval --model smollm2-135m --probes builtin --split eval --perplexity
+	$(BIN)/probe demo
 
 test: install
 	(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)

@@ -293,6 +293,52 @@ def dashboard_cmd(
     serve(artifacts or artifacts_root(), host=host, port=port, debug=debug)
 
 
+# ---- probe run / probe demo ----------------------------------------------------------------------
+def _run_file(path: str, serve: bool, port: int | None) -> None:
+    from probe.experiment.run import run_experiment, stage_table
+    from probe.experiment.spec import load_experiment
+
+    spec = load_experiment(path)
+    result = run_experiment(spec)
+    analysis = result.analysis / "verdict.md"
+    if analysis.is_file():
+        out.print(analysis.read_text())
+    out.print(stage_table(result))
+    if serve:
+        from dashboards.app import serve as serve_app
+        from probe.artifacts import artifacts_root
+
+        port = port or spec.port
+        out.print(f"dashboard: http://{spec.host}:{port}/ (Ctrl-C to stop)")
+        serve_app(artifacts_root(), host=spec.host, port=port)
+
+
+NoServeOpt = Annotated[bool, typer.Option("--no-serve", help="Stop after the analysis; do not start the dashboard.")]
+PortOpt = Annotated[int | None, typer.Option(min=1, max=65535, help="Dashboard port (default: the file's).")]
+
+
+@app.command("run")
+def run_cmd(
+    experiment: Annotated[str, typer.Argument(help="Experiment file (TOML), e.g. experiments/smollm2.toml.")],
+    no_serve: NoServeOpt = False,
+    port: PortOpt = None,
+) -> None:
+    """Run every stage of an experiment file (cached stages are reused), then serve the dashboard."""
+    _run_file(experiment, not no_serve, port)
+
+
+@app.command("demo")
+def demo_cmd(no_serve: NoServeOpt = False, port: PortOpt = None) -> None:
+    """The whole pipeline on the embedded SmolLM2 (experiments/smollm2.toml), then the dashboard."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "smollm2.toml"
+    if not path.is_file():
+        raise ProbeError(f"{path} is missing (probe is installed without its repository): run "
+                         f"`probe run EXPERIMENT.toml` with your own experiment file")
+    _run_file(str(path), not no_serve, port)
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

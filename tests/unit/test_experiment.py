@@ -1,0 +1,103 @@
+"""`probe run EXPERIMENT.toml` on tiny-llama: every stage built once, then reused; bad files refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from probe.cli import app
+from probe.errors import ProbeError
+from probe.experiment.run import plan, run_experiment
+from probe.experiment.spec import load_experiment
+
+ROOT = Path(__file__).parents[2]
+
+
+def _probes(folder: Path) -> Path:
+    from tests.unit.test_capture_helpers import FACTS
+
+    path = folder / "capitals.jsonl"
+    path.write_text("".join(json.dumps({"id": f"cap:{s}", "subject": s, "prompt": p, "answer": a,
+                                        "relation": "capital", "split": "train" if i % 3 == 0 else "eval"}) + "\n"
+                            for i, (s, p, a) in enumerate(FACTS)))
+    return path
+
+
+def _experiment(folder: Path, **extra: str) -> Path:
+    path = folder / "exp.toml"
+    path.write_text(f"""
+name = "t"
+[model]
+name = "tiny-llama"
+[compress]
+methods = ["mag50"]
+[recover]
+methods = ["prompt", "idp"]
+steps = 2
+[capture]
+probes = "{_probes(folder)}"
+dtype = "float32"
+full_attention = 2
+[costs]
+repeats = 1
+[analyze]
+n_boot = 100
+n_boot_cka = 20
+min_facts = 4
+""" + "".join(f"{k}\n" for k in extra.values()))
+    return path
+
+
+def test_every_shipped_experiment_file_loads():
+    for path in sorted((ROOT / "experiments").glob("*.toml")):
+        spec = load_experiment(path)
+        assert spec.target in spec.compressions and spec.variants[:2] == ("original", "compressed"), path
+    demo = load_experiment(ROOT / "experiments" / "smollm2.toml")
+    assert demo.model == "smollm2-135m" and set(demo.recoveries) == {"prompt", "prefix", "idp", "lora"}
+    assert [s.key for s in plan(demo)][:3] == ["model", "compress:gptq3", "compress:sparsegpt50"]
+
+
+def test_a_tiny_experiment_builds_every_stage_then_reuses_them(artifacts, tmp_path):
+    spec = load_experiment(_experiment(tmp_path))
+    first = run_experiment(spec)
+    outcomes = {s.key: s.outcome for s in first.stages}
+    assert outcomes == {"model": "ready", "compress:mag50": "built", "recover:prompt": "built",
+                        "recover:idp": "built", "capture:original": "built", "capture:compressed": "built",
+                        "capture:prompt": "built", "capture:idp": "built", "costs": "built", "analyze": "built"}
+    verdict = json.loads((first.analysis / "verdict.json").read_text())
+    assert verdict["n_eval"] == 8 and "train-split" in verdict["decodability"]
+    manifest = json.loads((first.analysis / "manifest.json").read_text())
+    assert set(manifest["runs"]) == {"original", "compressed", "prompt", "idp"}
+    recorded = json.loads((artifacts / "experiments" / "t.json").read_text())["built_seconds"]
+    assert set(recorded) == set(outcomes) and all(v >= 0 for v in recorded.values())
+
+    second = run_experiment(spec)
+    assert {s.key: s.outcome for s in second.stages if s.key != "model"} == {
+        k: "reused" for k in outcomes if k != "model"}
+
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "exp.toml"), "--no-serve"])
+    assert result.exit_code == 0, result.output
+    assert "stage times" in result.output and "Verdict: tiny-llama / mag50" in result.output
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[model]\nname = 'tiny-llama'\n[recover]\nstepz = 3\n", r"unknown key \[recover\] stepz; known keys here"),
+    ("[compress]\nmethods = ['mag50']\n", r"\[model\] name is required"),
+    ("[model]\nname = 'tiny-llama'\n[recover]\nmethods = ['adapter']\n", r"unknown \['adapter'\]"),
+    ("[model]\nname = 'tiny-llama'\n[recover]\ncompression = 'gptq4'\n", r"'gptq4' is not among \[compress\]"),
+    ("[model]\nname = 'tiny-llama'\n[capture]\nbatch_size = 'big'\n", r"wrong type"),
+    ("[model\nname = 1", r"not valid TOML"),
+])
+def test_bad_experiment_files_are_refused_with_the_fix(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ProbeError, match=message):
+        load_experiment(path)
+
+
+def test_missing_file_is_one_clear_line(tmp_path):
+    with pytest.raises(ProbeError, match=r"does not exist: give a TOML file like experiments/smollm2.toml"):
+        load_experiment(tmp_path / "nope.toml")
