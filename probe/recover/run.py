@@ -111,7 +111,7 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
     final = recovery_dir(model_spec, spec.compression, spec.method)
     existing = read_manifest(final)
     if existing is not None and not force:
-        if existing.get("spec_hash") != spec_hash(spec):
+        if existing.get("spec_hash") != spec_hash(spec.content()):
             raise ProbeError(f"recovery {final} exists with other settings: pass --force to retrain it")
         console.print(f"Reusing the finished recovery {final} (pass --force to retrain)")
         return final
@@ -142,7 +142,7 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
     summary = None
     if results is not None:
         recovered = LoadedVariant(VariantSpec(model_spec, spec.method, spec.compression), student_base,
-                                  method.logits_fn(peft_model), {**parents, "recovery": spec_hash(spec)},
+                                  method.logits_fn(peft_model), {**parents, "recovery": spec_hash(spec.content())},
                                   peft_model, method)
         summary = summarise_eval({**results, "recovered": eval_variant(recovered)})
     losses = {**asdict(result), "objective": spec.objective}
@@ -153,7 +153,7 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
         if summary is not None:
             write_json_atomic(tmp / "eval.json", summary)
         manifest = build_manifest(
-            "recovery", spec, parents, data=data.info, trainable_parameters=n_params,
+            "recovery", spec.content(), parents, data=data.info, trainable_parameters=n_params,
             extra_kv_positions=method.extra_kv_positions(peft_model), train_seconds=round(result.seconds, 2),
             total_seconds=round(time.perf_counter() - start, 2), held_out_compressed=result.held_out_baseline,
             held_out_before=result.held_out_before, held_out_after=result.held_out_after,

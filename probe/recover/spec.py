@@ -59,21 +59,22 @@ class RecoverSpec:
     init_text: str = ("Recall the facts you know and complete the sentence with the correct, well-known answer. "
                       "Think about people, places, science, history and language.")
     fast: bool = False
-    # IDP (probe.recover.idp_pool.IDPOptions): n_tokens is the length of each of idp_m prompts
-    idp_m: int = IDPOptions.m
-    idp_layer: int = IDPOptions.select_layer
-    idp_statistic: str = IDPOptions.statistic
-    idp_routing: str = IDPOptions.routing
-    idp_training: str = IDPOptions.training
-    idp_init: str = IDPOptions.init
-    idp_capacity: float = IDPOptions.capacity
+    # IDP (probe.recover.idp_pool.IDPOptions): n_tokens is the length of each of idp_m prompts; other
+    # methods carry None here, so IDP settings never change their spec hash
+    idp_m: int | None = IDPOptions.m
+    idp_layer: int | None = IDPOptions.select_layer
+    idp_statistic: str | None = IDPOptions.statistic
+    idp_routing: str | None = IDPOptions.routing
+    idp_training: str | None = IDPOptions.training
+    idp_init: str | None = IDPOptions.init
+    idp_capacity: float | None = IDPOptions.capacity
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ProbeError(f"unknown recovery method {self.method!r}: use one of {', '.join(METHODS)}")
         preset = FAST if self.fast else DEFAULTS
         if self.method == "idp" and self.n_tokens is None:
-            object.__setattr__(self, "n_tokens", max(1, preset["n_tokens"] // max(1, self.idp_m)))
+            object.__setattr__(self, "n_tokens", max(1, preset["n_tokens"] // max(1, self.idp_m or 1)))
         for name, value in preset.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -97,6 +98,10 @@ class RecoverSpec:
             raise ProbeError("--targets needs at least one module name, e.g. q_proj,v_proj")
         if self.method == "idp":
             self.idp_options()
+        else:
+            for f in fields(self):
+                if f.name.startswith("idp_"):
+                    object.__setattr__(self, f.name, None)
 
     def idp_options(self) -> IDPOptions:
         """The IDP pool settings of this spec (validated)."""
@@ -109,6 +114,10 @@ class RecoverSpec:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def content(self) -> dict:
+        """What identifies the recovery (its manifest's spec and hash): IDP settings only for IDP."""
+        return {k: v for k, v in self.as_dict().items() if self.method == "idp" or not k.startswith("idp_")}
 
 
 class RecoveryMethod:
