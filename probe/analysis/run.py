@@ -55,8 +55,11 @@ _SPLIT_PREFERENCE = {"all": 2, "eval": 1}
 def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
     """One complete capture per variant (original first), from ``--runs`` or by discovery.
 
-    Discovery prefers a ``--split all`` capture (held-out training facts for decodability) over an
-    eval-only one of the same variant.
+    Discovery groups the complete captures of the original and of ``--compression`` by probe set
+    and split, keeps the groups holding both an original and a compressed capture, and takes the
+    one of ``--split all`` (held-out training facts for decodability) over an eval-only one, then
+    the one with the most variants; captures of other probe sets (a quick look at a few probes)
+    do not get in the way.
     """
     from probe.config import ModelSpec
     from probe.variants import model_key
@@ -64,33 +67,52 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
     folder = captures_root() / model_key(ModelSpec(spec.model))
     if spec.runs:
         runs = [open_run(folder / r) for r in spec.runs]
-    else:
-        runs = [open_run(p.parent) for p in sorted(folder.glob("*/manifest.json"))]
-        runs = [r for r in runs if r.manifest.get("variant") == "original"
-                or r.manifest.get("compression") == spec.compression]
+        for r in runs:
+            m = r.manifest
+            if m.get("status") != "complete":
+                raise ProbeError(f"capture {r.path} is unfinished: rerun its `probe capture` command to resume it")
+            if m.get("variant") != "original" and m.get("compression") != spec.compression:
+                raise ProbeError(f"run {r.path.name} is {m.get('compression')}/{m.get('variant')}, not of "
+                                 f"--compression {spec.compression}")
+        return _one_per_variant(runs)
+    runs = [open_run(p.parent) for p in sorted(folder.glob("*/manifest.json"))]
+    runs = [r for r in runs if r.manifest.get("status") == "complete" and (
+        r.manifest.get("variant") == "original" or r.manifest.get("compression") == spec.compression)]
+    groups: dict[tuple, list[CaptureRun]] = {}
+    for r in runs:
+        groups.setdefault((r.manifest.get("probe_hash"), r.manifest.get("split")), []).append(r)
+    usable = [g for g in groups.values() if {"original", "compressed"} <= {r.manifest.get("variant") for r in g}]
+    if not usable:
+        have = {r.manifest.get("variant"): r.path.name for r in runs}
+        for needed in ("original", "compressed"):
+            if needed not in have:
+                raise ProbeError(f"no complete {needed} capture of {spec.model} under {folder}: run "
+                                 f"{_capture_command(spec, needed)}")
+        raise ProbeError(f"captures come from different probe sets: original {have['original']} and compressed "
+                         f"{have['compressed']} share no probe set and split; capture every variant with the same "
+                         f"--probes and --split")
+
+    def rank(group: list[CaptureRun]) -> tuple[int, int]:
+        return _SPLIT_PREFERENCE.get(group[0].manifest.get("split"), 0), len({r.manifest["variant"] for r in group})
+
+    usable.sort(key=rank, reverse=True)
+    if len(usable) > 1 and rank(usable[0]) == rank(usable[1]):
+        raise ProbeError(f"several capture sets fit equally ({', '.join(r.path.name for r in usable[0])} and "
+                         f"{', '.join(r.path.name for r in usable[1])}): choose one per variant with --runs")
+    return _one_per_variant(usable[0])
+
+
+def _one_per_variant(runs: list[CaptureRun]) -> dict[str, CaptureRun]:
     out: dict[str, CaptureRun] = {}
     for r in runs:
-        m = r.manifest
-        if m.get("status") != "complete":
-            if spec.runs:
-                raise ProbeError(f"capture {r.path} is unfinished: rerun its `probe capture` command to resume it")
-            continue
-        v = m.get("variant")
-        if v != "original" and m.get("compression") != spec.compression:
-            raise ProbeError(f"run {r.path.name} is {m.get('compression')}/{v}, not of --compression "
-                             f"{spec.compression}")
+        v = r.manifest.get("variant")
         if v in out:
-            prefer = _SPLIT_PREFERENCE.get(m.get("split"), 0) - _SPLIT_PREFERENCE.get(out[v].manifest.get("split"), 0)
-            if spec.runs or prefer == 0:
-                raise ProbeError(f"several captures of variant {v!r}: {out[v].path.name}, {r.path.name}; choose one "
-                                 f"per variant with --runs")
-            if prefer < 0:
-                continue
+            raise ProbeError(f"several captures of variant {v!r}: {out[v].path.name}, {r.path.name}; choose one "
+                             f"per variant with --runs")
         out[v] = r
     for needed in ("original", "compressed"):
         if needed not in out:
-            raise ProbeError(f"no complete {needed} capture of {spec.model} under {folder}: run "
-                             f"{_capture_command(spec, needed)}")
+            raise ProbeError(f"--runs names no {needed} capture: add one")
     return {v: out[v] for v in VARIANT_ORDER if v in out}
 
 

@@ -139,6 +139,17 @@ def test_discovery_prefers_a_capture_of_all_splits_over_an_eval_only_one(artifac
     assert find_runs(_spec())["compressed"].path == twin
 
 
+def test_discovery_ignores_a_capture_of_another_probe_set(artifacts, original_capture):
+    _twin(artifacts, original_capture)
+    other = artifacts / "captures" / "tiny-llama" / "original-quick-look"
+    shutil.copytree(original_capture, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    write_json_atomic(other / "manifest.json", {**manifest, "probe_hash": "0123456789abcdef"})
+    from probe.analysis.run import find_runs
+
+    assert find_runs(_spec())["original"].path.name == RUN
+
+
 def _rtn3_variant(artifacts: Path) -> None:
     """A 3-bit round-to-nearest (per output row) tiny-llama saved as the ``rtn3`` variant folder."""
     model, tok = build_tiny_llama()
