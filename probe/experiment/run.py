@@ -205,8 +205,10 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     start = time.perf_counter()
     for i, stage in enumerate(stages):
         eta = sum(previous.get(s.key, DEFAULT_SECONDS[s.kind]) for s in stages[i:])
+        known = all(s.key in previous for s in stages[i:])
         console.rule(f"[bold]stage {i + 1}/{len(stages)}: {stage.label}[/]  elapsed {_fmt(time.perf_counter() - start)}"
-                     f", ETA ≤ {_fmt(eta)} (from {'last run' if previous else 'defaults'}; cached stages are quick)")
+                     f", left ≤ {_fmt(eta)} ({'recorded' if known else 'estimated'} build times; reused stages "
+                     f"take seconds)")
         t0 = time.perf_counter()
         try:
             outcome = stage.run()
