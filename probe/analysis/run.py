@@ -344,6 +344,9 @@ def _decodability(rs: RunSet, lens: Lens, cands: CandidateSet, spec: AnalyzeSpec
         data = {v: ProbeData(candidate_features(lens.normed(rs.read(v, rs.hook("resid_post", layer), rows)), cvec),
                              cands) for v in rs.runs}
         ev_data = {v: d.subset(ev) for v, d in data.items()}
+        for v, d in ev_data.items():  # the plain lens restricted to the candidates (no training)
+            lens_pick = np.where(d.cands.mask, d.feats.sum(2), -np.inf).argmax(1) == d.cands.answer
+            out.setdefault(f"{v}:lens", np.zeros((len(ev), len(rs.layers)), bool))[:, li] = lens_pick
         for v in rs.runs:
             targets = {f"{v}:own": ev_data[v]}
             if v == "original":  # transfer: the original's probe applied to every other variant
@@ -370,10 +373,13 @@ def _headline(rs: RunSet, spec: AnalyzeSpec, tables: Tables, decode: dict[str, n
     select = ~lost if (~lost).any() else np.ones_like(lost)
     best = int(comp[select].mean(0).argmax())
     chance = cands.chance[ev]
+    never = ~top1["original"] & ~top1["compressed"]
     for v in rs.runs:
-        if lost.any():
-            tables.add("decodability", decode[f"{v}:own"][lost].astype(float), rs.layers, variant=v, probe="own",
-                       facts="lost")
+        for facts, rows in (("lost", lost), ("never", never)):
+            if rows.any():
+                for probe in ("own", "lens"):
+                    tables.add("decodability", decode[f"{v}:{probe}"][rows].astype(float), rs.layers, variant=v,
+                               probe=probe, facts=facts)
     recoveries = []
     for v in rs.runs:
         if v not in RECOVERIES:
@@ -390,12 +396,17 @@ def _headline(rs: RunSet, spec: AnalyzeSpec, tables: Tables, decode: dict[str, n
                for k in ("prompt_mass", "attn_shift", "mlp_change", "attn_out_change")}))
     n_lost = int(lost.sum())
     decodable = bs.interval(comp[lost, best], n_boot, seed) if n_lost >= spec.min_facts else bs.EMPTY
+    enough = n_lost >= spec.min_facts and never.sum() >= spec.min_facts
+    decodable_never = bs.interval(comp[never, best], n_boot, seed) if enough else bs.EMPTY
+    output_lost = (bs.interval(decode["compressed:lens"][lost, -1], n_boot, seed) if n_lost >= spec.min_facts
+                   else bs.EMPTY)
     return VerdictInputs(
         model=spec.model, compression=spec.compression, n_eval=len(ev),
         known_original=bs.interval(top1["original"], n_boot, seed),
         known_compressed=bs.interval(top1["compressed"], n_boot, seed), n_lost=n_lost, decodable=decodable,
         chance=float(chance[lost].mean()) if n_lost else float(chance.mean()), layer=rs.layers[best],
-        min_facts=spec.min_facts, decodability_note=note, recoveries=tuple(recoveries))
+        min_facts=spec.min_facts, decodability_note=note, recoveries=tuple(recoveries), n_never=int(never.sum()),
+        decodable_never=decodable_never, output_lost=output_lost)
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -523,6 +534,8 @@ def analyze(spec: AnalyzeSpec) -> AnalysisResult:
                 "known_original": inputs.known_original.as_dict(),
                 "known_compressed": inputs.known_compressed.as_dict(),
                 "decodable_lost": inputs.decodable.as_dict(), "displaced": inputs.displaced.as_dict(),
+                "n_never": inputs.n_never, "decodable_never": inputs.decodable_never.as_dict(),
+                "output_ranks_answer_first_lost": inputs.output_lost.as_dict(),
                 "decodability": note, "verdict": text}
     with atomic_dir(final, overwrite=True) as tmp:
         for name, rows in tables.rows.items():

@@ -9,7 +9,13 @@ Rules (kept here so that the text can be tested against synthetic numbers):
 * "Mostly displaced" needs the corrected interval above one half, "mostly forgotten" below one
   half; an interval spanning one half is reported as undecided. Fewer lost facts than
   ``min_facts`` gives no verdict at all.
-* Two methods are only ranked against each other when their intervals do not overlap.
+* Two controls qualify the share: the same probe on facts neither model knows (what "decodable"
+  means without the knowledge), and the compressed model's own output ranking among the
+  candidates on the lost facts (how much of the answer the output still shows: a high share means
+  compression mostly demoted the answer below other tokens rather than erasing it).
+* Two methods are only ranked against each other when their intervals do not overlap. Recoveries
+  that put attention on a prompt (prompt mass above 5%) and those that do not are compared as two
+  regimes when both kinds are present.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class VerdictInputs:
     min_facts: int
     decodability_note: str = ""
     recoveries: tuple[RecoveryNumbers, ...] = field(default_factory=tuple)
+    n_never: int = 0
+    decodable_never: Interval = EMPTY
+    output_lost: Interval = EMPTY
 
     @property
     def displaced(self) -> Interval:
@@ -66,16 +75,75 @@ def decide(displaced: Interval) -> str:
     return "undecided"
 
 
-def _compare(items: list[tuple[str, Interval]], what: str) -> str:
-    """``"A <what> more than B"`` for the top item when its interval clears every other, else a hedge."""
+def _compare(items: list[tuple[str, Interval]], verb: tuple[str, str]) -> str:
+    """``"A <verbs> more than B"`` for the top item when its interval clears every other, else a hedge."""
     items = [(n, i) for n, i in items if i.n > 0]
     if len(items) < 2:
         return ""
     items.sort(key=lambda t: -t[1].mean)
     (top, ti), rest = items[0], items[1:]
     if all(ti.lo > r.hi for _, r in rest):
-        return f"{top} {what} more than {', '.join(n for n, _ in rest)}"
-    return f"the methods cannot be told apart on how much they {what} (intervals overlap)"
+        return f"{top} {verb[0]} more than {', '.join(n for n, _ in rest)}"
+    return f"the methods cannot be told apart on how much they {verb[1]} (intervals overlap)"
+
+
+def _span(items: list[Interval], pct: bool = False, digits: int = 3) -> str:
+    lo, hi = min(i.mean for i in items), max(i.mean for i in items)
+    f = (lambda x: f"{x * 100:.0f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    return f(lo) if len(items) == 1 or f(lo) == f(hi) else f"{f(lo)}–{f(hi)}"
+
+
+def _regimes(rec: list[RecoveryNumbers]) -> str:
+    """Prompt-attending vs weight-changing recoveries, when both kinds are present and separable."""
+    prompted = [r for r in rec if r.prompt_mass.n > 0 and r.prompt_mass.lo > 0.05]
+    other = [r for r in rec if r not in prompted and r.attn_shift.n > 0]
+    prompted = [r for r in prompted if r.attn_shift.n > 0]
+    if not prompted or not other:
+        return ""
+    names = ", ".join(r.variant for r in prompted)
+    others = ", ".join(r.variant for r in other)
+    one = len(prompted) == 1
+    text = (f" Two regimes: {names} put{'s' if one else ''} {_span([r.prompt_mass for r in prompted], pct=True)} of "
+            f"attention on {'its prompt' if one else 'their prompts'} and shift{'s' if one else ''} attention by "
+            f"{_span([r.attn_shift for r in prompted])} nats, while {others} shift{'s' if len(other) == 1 else ''} "
+            f"it by {_span([r.attn_shift for r in other])} nats")
+    if all(p.attn_shift.lo > o.attn_shift.hi for p in prompted for o in other):
+        text += " (intervals apart)"
+    mlp_p, mlp_o = [r.mlp_change for r in prompted if r.mlp_change.n], [r.mlp_change for r in other if r.mlp_change.n]
+    if mlp_p and mlp_o:
+        text += (f"; MLP outputs change by {_span(mlp_p, pct=True)} with a prompt and {_span(mlp_o, pct=True)} "
+                 f"without")
+    return text + "."
+
+
+def _pull_back(rec: list[RecoveryNumbers]) -> str:
+    """Whether recoveries move the residual stream back toward the original (ΔCKA)."""
+    deltas = [r.delta_cka for r in rec if r.delta_cka.n > 0]
+    if not deltas:
+        return ""
+    if all(d.hi < 0.02 for d in deltas):
+        return (f" None pulls the residual stream back toward the original (mean ΔCKA "
+                f"{_span(deltas)}): recovered facts come back by another route, not by undoing the compression.")
+    back = [r.variant for r in rec if r.delta_cka.n > 0 and r.delta_cka.lo >= 0.02]
+    return f" {', '.join(back)} pull{'s' if len(back) == 1 else ''} the residual stream back toward the original." \
+        if back else ""
+
+
+def _controls(v: VerdictInputs) -> str:
+    parts = []
+    if v.decodable_never.n > 0:
+        parts.append(f"on the {v.n_never} facts neither model knows, the same probe picks the answer for "
+                     f"{v.decodable_never.fmt(pct=True)}" + (" — lost facts are far more decodable than never-known "
+                                                             "ones" if v.decodable.lo > v.decodable_never.hi else ""))
+    if v.output_lost.n > 0:
+        text = (f"the compressed model's own output still ranks the answer first among the candidates for "
+                f"{v.output_lost.fmt(pct=True)} of the lost facts")
+        if v.output_lost.lo > 0.5:
+            text += ", so compression mostly demotes the answer below other tokens rather than erasing it"
+        elif v.output_lost.hi < v.decodable.lo:
+            text += ", so the probe finds answers that the output no longer ranks first"
+        parts.append(text)
+    return (" For comparison, " + "; ".join(parts) + ".") if parts else ""
 
 
 def verdict_text(v: VerdictInputs) -> str:
@@ -94,6 +162,7 @@ def verdict_text(v: VerdictInputs) -> str:
     body = (f" Of the {v.n_lost} facts compression loses, a linear probe on the compressed model still picks the "
             f"answer at {where} for {v.decodable.fmt(pct=True)} (chance {v.chance * 100:.0f}%), i.e. "
             f"{d.fmt(pct=True)} after correcting for guessing{note}.")
+    body += _controls(v)
     decision = decide(d)
     if decision == "displaced":
         body += (" Most lost knowledge is therefore displaced rather than forgotten: the weights still carry it, "
@@ -111,10 +180,9 @@ def verdict_text(v: VerdictInputs) -> str:
                  f"shift {r.attn_shift.fmt(digits=3)} nats, MLP-output change {r.mlp_change.fmt(pct=True)})"
                  for r in rec]
         body += " Among recoveries, " + "; ".join(parts) + "."
-        comparisons = [c for c in (_compare([(r.variant, r.regained) for r in rec], "regains"),
-                                   _compare([(r.variant, r.attn_shift) for r in rec], "shifts attention"),
-                                   _compare([(r.variant, r.mlp_change) for r in rec], "changes MLP outputs"))
+        comparisons = [c for c in (_compare([(r.variant, r.regained) for r in rec], ("regains", "regain")),)
                        if c]
         if comparisons:
             body += " " + "; ".join(c[0].upper() + c[1:] for c in comparisons) + "."
+        body += _regimes(rec) + _pull_back(rec)
     return head + body

@@ -178,4 +178,30 @@ def test_verdict_ranks_recoveries_only_when_intervals_separate():
     assert "Prompt regains more than lora" in verdict_text(_inputs(flags, apart))
     close = (RecoveryNumbers("prompt", regained=bs.interval(np.arange(100) % 10 < 5)),
              RecoveryNumbers("lora", regained=bs.interval(np.arange(100) % 10 < 4)))
-    assert "cannot be told apart on how much they regains" in verdict_text(_inputs(flags, close))
+    assert "cannot be told apart on how much they regain" in verdict_text(_inputs(flags, close))
+
+
+def test_verdict_states_its_controls_and_the_two_regimes():
+    from dataclasses import replace
+
+    flags = np.arange(100) % 10 != 0  # 90% of lost facts decodable
+    base = replace(_inputs(flags), n_never=300, decodable_never=bs.interval(np.arange(300) % 10 < 4),
+                   output_lost=bs.interval(np.arange(100) % 10 < 8))
+    text = verdict_text(base)
+    assert "neither model knows, the same probe picks the answer for 40%" in text
+    assert "far more decodable than never-known" in text
+    assert "ranks the answer first among the candidates for 80%" in text and "demotes the answer" in text
+    hidden = verdict_text(replace(base, output_lost=bs.interval(np.arange(100) % 10 < 3)))
+    assert "demotes" not in hidden and "no longer ranks first" in hidden
+
+    def rec(name: str, mass: float, shift: float, mlp: float, dcka: float) -> RecoveryNumbers:
+        const = lambda x: bs.interval(np.full(50, x) + np.linspace(-0.005, 0.005, 50))  # noqa: E731
+        return RecoveryNumbers(name, regained=bs.interval(np.arange(100) % 10 < 3), delta_cka=const(dcka),
+                               prompt_mass=const(mass), attn_shift=const(shift), mlp_change=const(mlp))
+
+    two = verdict_text(replace(base, recoveries=(rec("prompt", 0.69, 0.27, 0.57, -0.09),
+                                                 rec("lora", 0.0, 0.005, 0.30, 0.005))))
+    assert "Two regimes: prompt puts 69% of attention on its prompt" in two and "intervals apart" in two
+    assert "while lora shifts it by 0.005 nats" in two and "None pulls the residual stream back" in two
+    one = verdict_text(replace(base, recoveries=(rec("lora", 0.0, 0.005, 0.30, 0.1),)))
+    assert "Two regimes" not in one and "lora pulls the residual stream back toward the original" in one
