@@ -215,11 +215,14 @@ def main() -> None:
                 and (r["variant"] == "original" or r["compression"] == args.compression)]
         if not runs:
             raise SystemExit(f"no complete captures of {args.model}/{args.compression} under {root}/captures")
-        n = min(r["n_probes"] for r in runs)
+        from dashboards import data
         from probe.capture.store import open_run
 
-        n_layers = len(open_run(root / "captures" / args.model / runs[0]["run"]).manifest["layers"])
-        variants = sorted({r["variant"] for r in runs})
+        exp = data.find_experiment(root, f"{args.model}/{args.compression}")  # the captures the app shows
+        shown = [r for r in runs if exp.runs.get(r["variant"]) == r["run"]]
+        n = min(r["n_probes"] for r in shown)
+        n_layers = len(open_run(root / "captures" / args.model / shown[0]["run"]).manifest["layers"])
+        variants = list(exp.variants)
         results = time_cases(root, args.model, cases_for(root, f"{args.model}/{args.compression}", n,
                                                          "idp" if "idp" in variants else "compressed", n_layers - 1),
                              args.repeats)

@@ -31,7 +31,7 @@ PAGES = {
     "overview": ("/", "#page h2", "Overview"),
     "layers": ("/layers", "#layers-divergence .gtitle", ""),
     "attention": ("/attention", "#attention-heatmaps .gtitle", "layer"),
-    "probes": ("/probes", "#probes-table", ""),
+    "probes": ("/probes", "#probes-lens .gtitle", "logit lens"),
     "verdict": ("/verdict", "#verdict-text", "Verdict"),
 }
 

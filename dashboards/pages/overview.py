@@ -32,11 +32,13 @@ def _missing(exp: data.Experiment) -> list[str]:
 def _facts(root: Path, exp: data.Experiment) -> html.Div:
     """Facts known / forgotten / recovered per variant, as a table and a stacked bar chart."""
     status = data.fact_status(root, exp)
-    counts = {v: Counter(s) for v, s in status.items()}
+    splits = [p.get("split") for p in data.probes(root, exp.model, exp.runs[exp.variants[0]])]
+    keep = [i for i, s in enumerate(splits) if s == "eval"] or list(range(len(splits)))
+    counts = {v: Counter(s[i] for i in keep) for v, s in status.items()}
     rows = [{"variant": v, **{s: counts[v].get(s, 0) for s in STATUSES}} for v in exp.variants]
     fig = go.Figure([go.Bar(name=s, x=exp.variants, y=[counts[v].get(s, 0) for v in exp.variants])
                      for s in STATUSES if any(counts[v].get(s) for v in exp.variants)])
-    fig.update_layout(barmode="stack", title=f"{exp.key}: facts per variant (top-1 in the captures)",
+    fig.update_layout(barmode="stack", title=f"{exp.key}: eval-split facts per variant (top-1 in the captures)",
                       yaxis_title="facts", margin={"t": 50})
     return html.Div([table(rows), graph(f"overview-facts-{exp.model}-{exp.compression}", fig, 320)])
 
@@ -73,7 +75,8 @@ def layout(root: Path, query: Query) -> html.Div:
     evals = data.eval_rows(root)
     parts.append(html.H3("Evaluation (probe eval)"))
     if evals:
-        parts.append(table([{k: v for k, v in r.items() if k != "known_ids"} for r in evals]))
+        parts.append(table([{**{k: v for k, v in r.items() if k not in ("known_ids", "top1_accuracy")},
+                             "top1": f"{r['top1_accuracy']:.1%}"} for r in evals]))
         parts.append(_bar("eval top-1 accuracy", [f"{r['model']}/{r['label']}" for r in evals],
                           [r["top1_accuracy"] for r in evals], "top-1", "overview-eval"))
     else:

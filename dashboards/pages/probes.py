@@ -74,8 +74,8 @@ def lens_figure(root: Path, exp: data.Experiment, probe: int) -> go.Figure:
     """The fact's answer rank through the logit lens, layer by layer, for every captured variant."""
     lays = layers(root, exp)
     fig = go.Figure()
-    for v in exp.variants:
-        ranks = data.lens_ranks(root, exp.model, exp.runs[v], lays, probe)
+    all_ranks = data.lens_ranks(root, exp.model, tuple(exp.runs[v] for v in exp.variants), lays, probe)
+    for v, ranks in zip(exp.variants, all_ranks, strict=True):
         fig.add_scatter(x=lays, y=ranks + 1, name=v, mode="lines+markers")
     fig.update_layout(title="logit lens: rank of the answer (1 = top) per layer", xaxis_title="layer",
                       yaxis_title="answer rank", yaxis_type="log", margin={"t": 50})

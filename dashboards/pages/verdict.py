@@ -34,11 +34,14 @@ def layout(root: Path, query: Query) -> html.Div:
     numbers = [{"number": k, "value (95% interval)": _fmt(v)} for k, v in verdict.items()
                if k not in ("verdict", "decodability")]
     summary = data.analysis_json(root, exp, "summary.json") or []
-    regimes = data.analysis_json(root, exp, "regimes.json") or []
+    regimes = [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+               for r in data.analysis_json(root, exp, "regimes.json") or []]
+    text = data.analysis_text(root, exp, "verdict.md") or verdict.get("verdict", "")
+    text = text.replace("[", "\\[").replace("]", "\\]")  # intervals, not markdown links
     plots = [graph(f"verdict-{name}", fig) for name in PLOTS if (fig := data.figure(root, exp, name)) is not None]
     return html.Div([
         html.H2("Verdict"), picker,
-        dcc.Markdown(data.analysis_text(root, exp, "verdict.md") or verdict.get("verdict", ""), id="verdict-text",
+        dcc.Markdown(text, id="verdict-text",
                      style={"maxWidth": "60rem"}),
         html.P(verdict.get("decodability", ""), style={"color": "#666"}),
         html.H3("Headline numbers"), table(numbers),

@@ -44,6 +44,11 @@ class Lens:
         return w[torch.as_tensor(np.asarray(ids, np.int64))].numpy()
 
     @torch.no_grad()
+    def logits(self, h: np.ndarray) -> torch.Tensor:
+        """Logits ``[n, vocab]`` (float32) for residuals ``[n, d]``: enough for ranks, which softmax keeps."""
+        return self.unembed(self.norm(torch.as_tensor(np.asarray(h, np.float32)))).float()
+
+    @torch.no_grad()
     def logprobs(self, h: np.ndarray) -> torch.Tensor:
         """Log-probabilities ``[n, vocab]`` (float32) for residuals ``[n, d]``, unembedded in row blocks."""
         x = torch.as_tensor(np.asarray(h, np.float32))
@@ -54,13 +59,20 @@ class Lens:
 def answer_rank_prob(logp: torch.Tensor, answers: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the best rank of any accepted answer's first token (0 = top-1) and that answer's probability.
 
-    Rank counts tokens with strictly larger log-probability, exactly as capture records it.
+    Rank counts tokens with strictly larger log-probability, exactly as capture records it. Rows are
+    processed in blocks with every accepted answer at once (a row's answer list is padded with its
+    first answer, which changes neither the best rank nor its probability). Ranks are the same for
+    logits; the probability then is ``exp(logit)`` and meaningless.
     """
+    width = max(len(a) for a in answers)
+    idx = torch.tensor([list(a) + [a[0]] * (width - len(a)) for a in answers], dtype=torch.long)
     ranks = np.empty(len(answers), np.int64)
     probs = np.empty(len(answers), np.float64)
-    for i, ids in enumerate(answers):
-        lp = logp[i, list(ids)]
-        r = (logp[i][None, :] > lp[:, None]).sum(-1)
-        best = int(r.argmin())
-        ranks[i], probs[i] = int(r[best]), float(lp[best].exp())
+    for s in range(0, len(answers), _ROWS // 4):
+        block, ids = logp[s: s + _ROWS // 4], idx[s: s + _ROWS // 4]
+        lp = block.gather(1, ids)  # [b, A]
+        r = (block[:, None, :] > lp[:, :, None]).sum(-1)  # [b, A]
+        best = r.argmin(1, keepdim=True)
+        ranks[s: s + len(block)] = r.gather(1, best)[:, 0].numpy()
+        probs[s: s + len(block)] = lp.gather(1, best)[:, 0].double().exp().numpy()
     return ranks, probs

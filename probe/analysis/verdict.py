@@ -90,7 +90,9 @@ def _compare(items: list[tuple[str, Interval]], verb: tuple[str, str]) -> str:
 def _span(items: list[Interval], pct: bool = False, digits: int = 3) -> str:
     lo, hi = min(i.mean for i in items), max(i.mean for i in items)
     f = (lambda x: f"{x * 100:.0f}%") if pct else (lambda x: f"{x:.{digits}f}")
-    return f(lo) if len(items) == 1 or f(lo) == f(hi) else f"{f(lo)}–{f(hi)}"
+    if len(items) == 1 or f(lo) == f(hi):
+        return f(lo)
+    return f"from {f(lo)} to {f(hi)}" if lo < 0 else f"{f(lo)}–{f(hi)}"
 
 
 def _regimes(rec: list[RecoveryNumbers]) -> str:
@@ -165,8 +167,8 @@ def verdict_text(v: VerdictInputs) -> str:
     body += _controls(v)
     decision = decide(d)
     if decision == "displaced":
-        body += (" Most lost knowledge is therefore displaced rather than forgotten: the weights still carry it, "
-                 "but inference no longer reads it out.")
+        body += (" Most lost knowledge is therefore displaced rather than forgotten: the compressed model still "
+                 "carries it, but no longer puts it first.")
     elif decision == "forgotten":
         body += (" Most lost knowledge is therefore forgotten: the compressed model's hidden states no longer carry "
                  "the answer in linearly readable form.")

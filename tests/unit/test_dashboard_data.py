@@ -79,8 +79,9 @@ def test_fact_status_lens_prompt_choice_and_figures(root, exp):
     for i, s in enumerate(status["compressed"]):
         expected = "known" if top1["compressed"][i] else ("forgotten" if top1["original"][i] else "unknown")
         assert s == expected
-    ranks = data.lens_ranks(root, MODEL, exp.runs["original"], [0, 1, 2, 3], 2)
-    assert ranks[-1] == data.probes(root, MODEL, exp.runs["original"])[2]["answer_rank"]  # last layer = the model
+    runs = (exp.runs["original"], exp.runs["compressed"])
+    for run, ranks in zip(runs, data.lens_ranks(root, MODEL, runs, [0, 1, 2, 3], 2), strict=True):
+        assert ranks[-1] == data.probes(root, MODEL, run)[2]["answer_rank"]  # last layer = the model
     np.testing.assert_array_equal(data.chosen_prompts(root, MODEL, exp.runs["idp"]), np.arange(12) % 3)
     assert data.chosen_prompts(root, MODEL, exp.runs["original"]).tolist() == [-1] * 12
     assert data.prompt_mass(root, MODEL, exp.runs["original"], [0, 1], 0) is None
