@@ -152,3 +152,31 @@ def test_import_compressed_tensors_checkpoint(artifacts, tmp_path):
         torch.testing.assert_close(got[k], v, rtol=0, atol=1e-6, msg=k)
     with pytest.raises(ProbeError, match="not a compressed-tensors checkpoint"):
         compress(build_spec("tiny-llama", "gptq3", from_path=str(path)), force=True)
+
+
+def test_gram_matrices_equal_the_float64_product_of_each_layers_inputs():
+    from probe.compress.report import gram_matrices
+
+    loaded = load_model(ModelSpec("tiny-llama", dtype="float32"))
+    layers = target_linears(loaded.model, _spec("gptq3"))
+    batches = [loaded.tokenizer(t, return_tensors="pt").input_ids for t in TEXTS[:4]]
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(mod, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            seen[name] = seen.get(name, 0) + x.T @ x
+        return hook
+
+    handles = [m.register_forward_pre_hook(keep(n)) for n, m in layers.items()]
+    with torch.no_grad():
+        for ids in batches:
+            loaded.model(input_ids=ids)
+    for h in handles:
+        h.remove()
+    with torch.no_grad():
+        grams = gram_matrices(loaded.model, layers, batches)
+    assert set(grams) == set(layers)
+    for name, g in grams.items():
+        assert g.dtype == torch.float64
+        torch.testing.assert_close(g, seen[name], rtol=1e-5, atol=1e-4)
