@@ -93,7 +93,7 @@ def _compress_stage(spec: ExperimentSpec, method: str) -> str:
 
     cspec = build_spec(spec.model, method, n_calibration=spec.n_calibration)
     return _built_or_reused(variant_dir(_model_spec(spec), cspec.label),
-                            lambda: compress(cspec, device=spec.device))
+                            lambda: compress(cspec, device=spec.device, evaluate=spec.compress_eval))
 
 
 def _recover_stage(spec: ExperimentSpec, method: str) -> str:
@@ -103,7 +103,7 @@ def _recover_stage(spec: ExperimentSpec, method: str) -> str:
 
     rspec = RecoverSpec(model=spec.model, compression=spec.target or "", method=method, steps=spec.steps)
     return _built_or_reused(recovery_dir(_model_spec(spec), spec.target or "", method),
-                            lambda: recover(rspec, device=spec.device))
+                            lambda: recover(rspec, device=spec.device, with_eval=spec.recover_eval))
 
 
 def capture_spec(spec: ExperimentSpec, variant: str):

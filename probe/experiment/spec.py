@@ -19,8 +19,8 @@ from probe.errors import ProbeError
 _KEYS: dict[str, dict[str, str]] = {
     "": {"name": "name"},
     "model": {"name": "model", "path": "model_path", "device": "device"},
-    "compress": {"methods": "compressions", "n_calibration": "n_calibration"},
-    "recover": {"compression": "target", "methods": "recoveries", "steps": "steps"},
+    "compress": {"methods": "compressions", "n_calibration": "n_calibration", "evaluate": "compress_eval"},
+    "recover": {"compression": "target", "methods": "recoveries", "steps": "steps", "evaluate": "recover_eval"},
     "capture": {"probes": "probes", "split": "split", "dtype": "capture_dtype", "full_attention": "full_attention",
                 "batch_size": "capture_batch_size"},
     "costs": {"repeats": "costs_repeats"},
@@ -39,9 +39,11 @@ class ExperimentSpec:
     device: str = "cpu"
     compressions: tuple[str, ...] = ("gptq3",)
     n_calibration: int | None = None
+    compress_eval: bool = True
     target: str | None = None
     recoveries: tuple[str, ...] = ("prompt", "prefix", "idp", "lora")
     steps: int | None = None
+    recover_eval: bool = True
     probes: str = "builtin"
     split: str = "all"
     capture_dtype: str = "float16"
@@ -89,6 +91,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
     except tomllib.TOMLDecodeError as exc:
         raise ProbeError(f"experiment file {path} is not valid TOML ({exc}): fix the line it names") from exc
     values: dict[str, object] = {}
+    where_of: dict[str, str] = {}
     for table, keys in _KEYS.items():
         section = data if table == "" else data.get(table, {})
         if not isinstance(section, dict):
@@ -100,13 +103,16 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
                 where = f"[{table}] {key}" if table else key
                 raise ProbeError(f"{path}: unknown key {where}; known keys here: {sorted(keys)}")
             values[keys[key]] = tuple(value) if isinstance(value, list) else value
+            where_of[keys[key]] = f"[{table}] {key}" if table else key
     if "model" not in values:
         raise ProbeError(f"{path}: [model] name is required (e.g. smollm2-135m)")
     values.setdefault("name", path.stem)
     types = {f.name: f.type for f in fields(ExperimentSpec)}
     for key, value in values.items():
         expected = types[key]
-        if ("int" in expected and "str" not in expected and not isinstance(value, int)) or (
-                expected == "str" and not isinstance(value, str)):
-            raise ProbeError(f"{path}: {key} = {value!r} has the wrong type (expected {expected})")
+        wrong = {"bool": not isinstance(value, bool), "str": not isinstance(value, str)}.get(expected, False)
+        if "int" in expected and "str" not in expected:
+            wrong = not isinstance(value, int) or isinstance(value, bool)
+        if wrong:
+            raise ProbeError(f"{path}: {where_of.get(key, key)} = {value!r} has the wrong type (expected {expected})")
     return ExperimentSpec(**values)  # type: ignore[arg-type]

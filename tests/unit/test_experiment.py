@@ -89,6 +89,7 @@ def test_a_tiny_experiment_builds_every_stage_then_reuses_them(artifacts, tmp_pa
     ("[model]\nname = 'tiny-llama'\n[recover]\nmethods = ['adapter']\n", r"unknown \['adapter'\]"),
     ("[model]\nname = 'tiny-llama'\n[recover]\ncompression = 'gptq4'\n", r"'gptq4' is not among \[compress\]"),
     ("[model]\nname = 'tiny-llama'\n[capture]\nbatch_size = 'big'\n", r"wrong type"),
+    ("[model]\nname = 'tiny-llama'\n[recover]\nevaluate = 'no'\n", r"\[recover\] evaluate = 'no' has the wrong type"),
     ("[model\nname = 1", r"not valid TOML"),
 ])
 def test_bad_experiment_files_are_refused_with_the_fix(tmp_path, text, message):
