@@ -120,10 +120,12 @@ def _load_compressed_tensors(path: Path) -> torch.nn.Module:
 
 
 def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32", force: bool = False,
-             evaluate: bool = True) -> Path:
+             evaluate: bool = True, rebuild_changed: bool = False) -> Path:
     """Build (or reuse) the variant described by ``spec``; returns its folder.
 
     ``evaluate=False`` skips perplexity and knowledge accuracy in the report (per-layer errors stay).
+    A finished variant made with other settings is an error, or rebuilt with ``rebuild_changed``
+    (experiment files: the file is the source of truth).
     """
     start = time.perf_counter()
     model_spec = ModelSpec(spec.model, device=device, dtype=dtype)
@@ -139,11 +141,14 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
     final = variant_dir(model_spec, spec.label)
     existing = read_manifest(final)
     if existing is not None and not force:
-        if existing.get("spec_hash") != spec_hash(spec):
+        if existing.get("spec_hash") == spec_hash(spec):
+            console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
+            return final
+        if not rebuild_changed:
             raise ProbeError(f"variant {final} exists with other settings (e.g. calibration): pass --force to "
                              f"rebuild it, or change a method setting to get a new folder")
-        console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
-        return final
+        console.print(f"The settings of {final} changed: rebuilding it")
+        force = True
     layers = target_linears(loaded.model, spec)
     original = {n: m.weight.detach().clone() for n, m in layers.items()}
     # an imported checkpoint needs no calibration (and then gets no per-layer reconstruction error)

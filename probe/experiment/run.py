@@ -93,7 +93,8 @@ def _compress_stage(spec: ExperimentSpec, method: str) -> str:
 
     cspec = build_spec(spec.model, method, n_calibration=spec.n_calibration)
     return _built_or_reused(variant_dir(_model_spec(spec), cspec.label),
-                            lambda: compress(cspec, device=spec.device, evaluate=spec.compress_eval))
+                            lambda: compress(cspec, device=spec.device, evaluate=spec.compress_eval,
+                                             rebuild_changed=True))
 
 
 def _recover_stage(spec: ExperimentSpec, method: str) -> str:
@@ -103,7 +104,8 @@ def _recover_stage(spec: ExperimentSpec, method: str) -> str:
 
     rspec = RecoverSpec(model=spec.model, compression=spec.target or "", method=method, steps=spec.steps)
     return _built_or_reused(recovery_dir(_model_spec(spec), spec.target or "", method),
-                            lambda: recover(rspec, device=spec.device, with_eval=spec.recover_eval))
+                            lambda: recover(rspec, device=spec.device, with_eval=spec.recover_eval,
+                                            rebuild_changed=True))
 
 
 def capture_spec(spec: ExperimentSpec, variant: str):
@@ -117,6 +119,30 @@ def capture_spec(spec: ExperimentSpec, variant: str):
                        batch_size=spec.capture_batch_size)
 
 
+def _same_parents(spec: ExperimentSpec, variant: str) -> bool:
+    """Whether the capture is newer than the compressed variant and recovery it was made from."""
+    from probe.variants import recovery_dir, variant_dir
+
+    model, target = _model_spec(spec), spec.target or ""
+    parents = [] if variant == "original" else [variant_dir(model, target)]
+    if variant not in ("original", "compressed"):
+        parents.append(recovery_dir(model, target, variant))
+    made = capture_path_mtime(spec, variant)
+    return all(made > _mtime(folder) for folder in parents)
+
+
+def _mtime(folder: Path) -> float:
+    file = folder / "manifest.json"
+    return file.stat().st_mtime if file.is_file() else float("inf")
+
+
+def capture_path_mtime(spec: ExperimentSpec, variant: str) -> float:
+    from probe.capture.run import capture_path
+
+    file = capture_path(capture_spec(spec, variant)) / "manifest.json"
+    return file.stat().st_mtime if file.is_file() else 0.0
+
+
 def _capture_stage(spec: ExperimentSpec, variant: str) -> str:
     from probe.capture.run import capture, capture_path
     from probe.capture.store import read_status
@@ -124,7 +150,7 @@ def _capture_stage(spec: ExperimentSpec, variant: str) -> str:
     cspec = capture_spec(spec, variant)
     status = read_status(capture_path(cspec))
     if status is not None and status.get("status") == "complete":
-        if status.get("spec_hash") == spec_hash(cspec.content()):
+        if status.get("spec_hash") == spec_hash(cspec.content()) and _same_parents(spec, variant):
             return "reused"
         cspec = replace(cspec, force=True)
     capture(cspec)
@@ -158,11 +184,12 @@ def _analyze_stage(spec: ExperimentSpec) -> str:
     runs = tuple(capture_path(capture_spec(spec, v)).name for v in spec.variants)
     aspec = AnalyzeSpec(model=spec.model, compression=spec.target or "", runs=runs, model_path=spec.model_path,
                         n_boot=spec.n_boot, n_boot_cka=spec.n_boot_cka, min_facts=spec.min_facts)
-    existing = read_manifest(analysis_root() / aspec.folder_name)
+    folder = analysis_root() / aspec.folder_name
+    existing = read_manifest(folder)
     aspec = replace(aspec, force=True)
     if existing is not None and existing.get("spec_hash") == spec_hash(aspec) and existing.get("parents") == {
             v: (read_manifest(capture_path(capture_spec(spec, v))) or {}).get("spec_hash", "")
-            for v in spec.variants}:
+            for v in spec.variants} and all(_mtime(folder) > capture_path_mtime(spec, v) for v in spec.variants):
         return "reused"
     analyze(aspec)
     return "built"

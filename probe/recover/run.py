@@ -104,17 +104,24 @@ def summarise_eval(results: dict[str, dict]) -> dict:
     }
 
 
-def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_eval: bool = True) -> Path:
-    """Train ``spec.method`` on the compressed variant, save it atomically; returns the folder."""
+def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_eval: bool = True,
+            rebuild_changed: bool = False) -> Path:
+    """Train ``spec.method`` on the compressed variant, save it atomically; returns the folder.
+
+    A finished recovery made with other settings is an error, or retrained with ``rebuild_changed``.
+    """
     model_spec = ModelSpec(spec.model, device=device, dtype="float32")
     compressed_manifest = check_inputs(spec, model_spec)
     final = recovery_dir(model_spec, spec.compression, spec.method)
     existing = read_manifest(final)
     if existing is not None and not force:
-        if existing.get("spec_hash") != spec_hash(spec.content()):
+        if existing.get("spec_hash") == spec_hash(spec.content()):
+            console.print(f"Reusing the finished recovery {final} (pass --force to retrain)")
+            return final
+        if not rebuild_changed:
             raise ProbeError(f"recovery {final} exists with other settings: pass --force to retrain it")
-        console.print(f"Reusing the finished recovery {final} (pass --force to retrain)")
-        return final
+        console.print(f"The settings of {final} changed: retraining it")
+        force = True
     start = time.perf_counter()
     method = get_method(spec.method)
     with status(f"Loading {spec.model} (teacher) and {spec.compression} (student)"):

@@ -55,7 +55,7 @@ def title(duo, graph_id: str) -> str:
     return duo.find_element(f"#{graph_id} .gtitle").text
 
 
-def wait_title(duo, graph_id: str, text: str, timeout: float = 20) -> str:
+def wait_title(duo, graph_id: str, text: str, timeout: float = 60) -> str:
     WebDriverWait(duo.driver, timeout).until(lambda _: text in title(duo, graph_id))
     return title(duo, graph_id)
 
@@ -75,50 +75,50 @@ def test_every_page_opens_from_the_navigation_and_renders(duo, nav, marker, text
     open_page(duo, f"/?exp={EXP}")
     duo.wait_for_text_to_equal("#page h2", "Overview")
     duo.find_element(f"#nav-{nav}").click()
-    duo.wait_for_contains_text(marker, text, timeout=30)
+    duo.wait_for_contains_text(marker, text, timeout=60)
     assert f"exp={EXP}" in duo.driver.current_url
     shot(duo, f"{nav}")
 
 
 def test_attention_layer_and_head_selectors_change_the_heatmaps_and_the_url(duo):
     open_page(duo, f"/attention?exp={EXP}&probe=0")
-    wait_title(duo, "attention-heatmaps", "layer 3, mean of heads · full map", timeout=30)
+    wait_title(duo, "attention-heatmaps", "layer 3, mean of heads · full map", timeout=60)
     choose(duo, "attention", "layer", "1")
     wait_title(duo, "attention-heatmaps", "layer 1, mean of heads")
     choose(duo, "attention", "head", "2")
     wait_title(duo, "attention-heatmaps", "layer 1, head 2")
-    WebDriverWait(duo.driver, 10).until(lambda d: "layer=1" in d.current_url and "head=2" in d.current_url)
+    WebDriverWait(duo.driver, 60).until(lambda d: "layer=1" in d.current_url and "head=2" in d.current_url)
     choose(duo, "attention", "variant", "idp")
-    duo.wait_for_contains_text("#attention-idp-chosen", "probe 0 chose prompt 0")
+    duo.wait_for_contains_text("#attention-idp-chosen", "probe 0 chose prompt 0", timeout=60)
     assert duo.find_elements("#attention-heatmaps .infolayer .g-xtitle")  # both panels drawn
     shot(duo, "attention-layer1-head2")
     url = duo.driver.current_url
     duo.driver.get(url)  # a shared link reopens the same view
-    wait_title(duo, "attention-heatmaps", "layer 1, head 2", timeout=30)
+    wait_title(duo, "attention-heatmaps", "layer 1, head 2", timeout=60)
 
 
 def test_clicking_a_probe_opens_its_lens_trajectory_and_attention(duo):
     open_page(duo, f"/probes?exp={EXP}")
-    first = wait_title(duo, "probes-attention", "probe 0", timeout=30)
+    first = wait_title(duo, "probes-attention", "probe 0", timeout=60)
     wait_title(duo, "probes-lens", "logit lens")
     cell = duo.driver.find_element(By.XPATH, "//td[@data-dash-column='subject' and .//*[text()='Kenya']]")
     cell.click()
     changed = wait_title(duo, "probes-attention", "probe 3")
     assert changed != first and "Kenya has its capital in" in changed
-    duo.wait_for_contains_text("#probes-detail-title", "probe 3: Kenya has its capital in → Nairobi")
+    duo.wait_for_contains_text("#probes-detail-title", "probe 3: Kenya has its capital in → Nairobi", timeout=60)
     assert "probe=3" in duo.driver.current_url
     assert len(duo.find_elements("#probes-lens .scatterlayer .trace")) == 3  # original, compressed, idp
     shot(duo, "probes-clicked")
     duo.find_element("#probes-attention-link").click()
-    wait_title(duo, "attention-heatmaps", "probe 3", timeout=30)
+    wait_title(duo, "attention-heatmaps", "probe 3", timeout=60)
 
 
 def test_filtering_the_probe_table(duo):
     open_page(duo, f"/probes?exp={EXP}")
-    duo.wait_for_contains_text("#probes-table", "Paris", timeout=30)
+    duo.wait_for_contains_text("#probes-table", "Paris", timeout=60)
     box = duo.driver.find_element(By.CSS_SELECTOR, "#probes-table th.dash-filter[data-dash-column='subject'] input")
     box.send_keys("Kenya\n")
-    WebDriverWait(duo.driver, 10).until(
+    WebDriverWait(duo.driver, 60).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#probes-table td[data-dash-column='subject']")) == 1)
 
 
@@ -130,6 +130,6 @@ def test_filtering_the_probe_table(duo):
 ])
 def test_unknown_escaping_or_unfinished_input_shows_a_message(duo, path, message):
     open_page(duo, path)
-    duo.wait_for_contains_text("#page", message, timeout=30)
+    duo.wait_for_contains_text("#page", message, timeout=60)
     if path == "/":
         shot(duo, "overview-unfinished-notice")

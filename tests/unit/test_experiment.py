@@ -78,6 +78,12 @@ def test_a_tiny_experiment_builds_every_stage_then_reuses_them(artifacts, tmp_pa
     assert {s.key: s.outcome for s in second.stages if s.key != "model"} == {
         k: "reused" for k in outcomes if k != "model"}
 
+    changed = tmp_path / "exp.toml"  # more steps: the recoveries, their captures and the analysis are redone
+    changed.write_text(changed.read_text().replace("steps = 2", "steps = 3"))
+    third = {s.key: s.outcome for s in run_experiment(load_experiment(changed)).stages}
+    assert [k for k, o in third.items() if o == "built"] == ["recover:prompt", "recover:idp", "capture:prompt",
+                                                             "capture:idp", "costs", "analyze"]
+
     result = CliRunner().invoke(app, ["run", str(tmp_path / "exp.toml"), "--no-serve"])
     assert result.exit_code == 0, result.output
     assert "stage times" in result.output and "Verdict: tiny-llama / mag50" in result.output
