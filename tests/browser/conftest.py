@@ -87,3 +87,22 @@ def pytest_setup_options():
     for flag in (*CHROME_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-profile-')}"):
         options.add_argument(flag)
     return options
+
+
+def start_zarr_threads() -> None:
+    """Start zarr's I/O loop and every worker of its thread pool now, before a dash_duo server starts.
+
+    dash_duo stops its server by raising SystemExit in every thread created while the server ran.
+    Zarr creates its event-loop thread and pool workers lazily, on the first read that needs them,
+    so a page that reads concurrently (the lens trajectory) would start workers that the next
+    server stop kills, and every later read would wait forever on a dead pool. Started here,
+    they predate the server and are left alone. (Zarr internals: test harness only.)
+    """
+    import threading
+
+    from zarr.core.sync import _get_executor, _get_loop
+
+    _get_loop()
+    pool = _get_executor()
+    barrier = threading.Barrier(pool._max_workers)
+    list(pool.map(lambda _: barrier.wait(timeout=30), range(pool._max_workers)))

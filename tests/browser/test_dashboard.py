@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboards.app import create_app
-from tests.browser.conftest import COMPRESSION, MODEL, require_chromium
+from tests.browser.conftest import COMPRESSION, MODEL, require_chromium, start_zarr_threads
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-outputs" / "screenshots"
 EXP = f"{MODEL}/{COMPRESSION}"
@@ -28,6 +28,7 @@ def chromium() -> None:
 @pytest.fixture
 def duo(chromium, dashboard_artifacts, dash_duo):
     """dash_duo serving the app over the tiny-llama artifacts; fails the test on SEVERE console errors."""
+    start_zarr_threads()
     dash_duo.start_server(create_app(dashboard_artifacts))
     yield dash_duo
     severe = [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"]
