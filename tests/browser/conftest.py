@@ -1,9 +1,10 @@
 """Tiny-llama artifacts for the dashboard tests, and headless Chromium for Dash's ``dash_duo``.
 
 The artifacts are made by the pipeline itself (capture original and a 3-bit RTN variant, then
-`probe analyze`), reusing the analysis tests' builders. An "idp" capture cannot be recorded in this
-tree yet, so — as the analysis tests do for "prompt" — a copy of the compressed capture is labelled
-idp and given a chosen-prompt vector; an unfinished copy of the original tests the half-finished message.
+`probe analyze`), reusing the analysis tests' builders. To keep the fixture fast, the "idp" capture
+is a copy of the compressed capture labelled idp and given a chosen-prompt vector (real IDP captures
+are tested by the capture and notebook tests); an unfinished copy of the original tests the
+half-finished message.
 """
 
 from __future__ import annotations
