@@ -171,10 +171,7 @@ def _array(root: str, model: str, run: str, name: str):
 
 @lru_cache(maxsize=8192)
 def _row(root: str, model: str, run: str, name: str, index: int) -> np.ndarray:
-    arr = _array(root, model, run, name)
-    if not 0 <= index < arr.shape[0]:
-        raise ProbeError(f"probe {index} is out of range: {model}/{run} array {name} has {arr.shape[0]} rows")
-    return np.asarray(arr[index])
+    return _rows_at_once(root, model, [(run, name)], index)[0]
 
 
 def _rows_at_once(root: str, model: str, keys: list[tuple[str, str]], index: int) -> list[np.ndarray]:

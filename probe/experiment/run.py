@@ -119,28 +119,28 @@ def capture_spec(spec: ExperimentSpec, variant: str):
                        batch_size=spec.capture_batch_size)
 
 
-def _same_parents(spec: ExperimentSpec, variant: str) -> bool:
-    """Whether the capture is newer than the compressed variant and recovery it was made from."""
+def _capture_folder(spec: ExperimentSpec, variant: str) -> Path:
+    from probe.capture.run import capture_path
+
+    return capture_path(capture_spec(spec, variant))
+
+
+def _sources(spec: ExperimentSpec, variant: str) -> list[Path]:
+    """The folders a variant is made from: its compressed variant and, for a recovery, the recovery."""
     from probe.variants import recovery_dir, variant_dir
 
     model, target = _model_spec(spec), spec.target or ""
-    parents = [] if variant == "original" else [variant_dir(model, target)]
-    if variant not in ("original", "compressed"):
-        parents.append(recovery_dir(model, target, variant))
-    made = capture_path_mtime(spec, variant)
-    return all(made > _mtime(folder) for folder in parents)
+    folders = [] if variant == "original" else [variant_dir(model, target)]
+    return folders + ([recovery_dir(model, target, variant)] if variant not in ("original", "compressed") else [])
 
 
-def _mtime(folder: Path) -> float:
-    file = folder / "manifest.json"
-    return file.stat().st_mtime if file.is_file() else float("inf")
+def _newer(made: Path, sources: list[Path]) -> bool:
+    """Whether the file ``made`` exists and is newer than every source folder's manifest (a missing one counts
+    as newest): a rebuilt source makes what was made from it stale."""
+    def mtime(file: Path, missing: float) -> float:
+        return file.stat().st_mtime if file.is_file() else missing
 
-
-def capture_path_mtime(spec: ExperimentSpec, variant: str) -> float:
-    from probe.capture.run import capture_path
-
-    file = capture_path(capture_spec(spec, variant)) / "manifest.json"
-    return file.stat().st_mtime if file.is_file() else 0.0
+    return all(mtime(made, 0.0) > mtime(folder / "manifest.json", float("inf")) for folder in sources)
 
 
 def _capture_stage(spec: ExperimentSpec, variant: str) -> str:
@@ -148,9 +148,11 @@ def _capture_stage(spec: ExperimentSpec, variant: str) -> str:
     from probe.capture.store import read_status
 
     cspec = capture_spec(spec, variant)
-    status = read_status(capture_path(cspec))
+    folder = capture_path(cspec)
+    status = read_status(folder)
     if status is not None and status.get("status") == "complete":
-        if status.get("spec_hash") == spec_hash(cspec.content()) and _same_parents(spec, variant):
+        if status.get("spec_hash") == spec_hash(cspec.content()) and _newer(folder / "manifest.json",
+                                                                             _sources(spec, variant)):
             return "reused"
         cspec = replace(cspec, force=True)
     capture(cspec)
@@ -162,15 +164,13 @@ def _costs_stage(spec: ExperimentSpec) -> str:
     import json
 
     from probe.costs import CostSpec, measure_costs
-    from probe.variants import model_key, recovery_dir, variant_dir
+    from probe.variants import model_key
 
     cspec = CostSpec(spec.model, spec.target or "", repeats=spec.costs_repeats, device=spec.device)
     path = artifacts_root() / "costs" / model_key(_model_spec(spec)) / f"{spec.target}.json"
-    model = _model_spec(spec)
-    inputs = [variant_dir(model, spec.target or "")] + [recovery_dir(model, spec.target or "", m)
-                                                         for m in spec.recoveries]
+    sources = sorted({f for v in spec.variants for f in _sources(spec, v)})
     if path.is_file() and json.loads(path.read_text()).get("manifest", {}).get("spec_hash") == spec_hash(cspec) \
-            and all(path.stat().st_mtime > (f / "manifest.json").stat().st_mtime for f in inputs):
+            and _newer(path, sources):
         return "reused"
     measure_costs(cspec)
     return "built"
@@ -179,17 +179,14 @@ def _costs_stage(spec: ExperimentSpec) -> str:
 def _analyze_stage(spec: ExperimentSpec) -> str:
     from probe.analysis.run import analysis_root, analyze
     from probe.analysis.spec import AnalyzeSpec
-    from probe.capture.run import capture_path
 
-    runs = tuple(capture_path(capture_spec(spec, v)).name for v in spec.variants)
+    runs = tuple(_capture_folder(spec, v).name for v in spec.variants)
     aspec = AnalyzeSpec(model=spec.model, compression=spec.target or "", runs=runs, model_path=spec.model_path,
-                        n_boot=spec.n_boot, n_boot_cka=spec.n_boot_cka, min_facts=spec.min_facts)
+                        n_boot=spec.n_boot, n_boot_cka=spec.n_boot_cka, min_facts=spec.min_facts, force=True)
     folder = analysis_root() / aspec.folder_name
     existing = read_manifest(folder)
-    aspec = replace(aspec, force=True)
-    if existing is not None and existing.get("spec_hash") == spec_hash(aspec) and existing.get("parents") == {
-            v: (read_manifest(capture_path(capture_spec(spec, v))) or {}).get("spec_hash", "")
-            for v in spec.variants} and all(_mtime(folder) > capture_path_mtime(spec, v) for v in spec.variants):
+    if existing is not None and existing.get("spec_hash") == spec_hash(aspec) and _newer(
+            folder / "manifest.json", [_capture_folder(spec, v) for v in spec.variants]):
         return "reused"
     analyze(aspec)
     return "built"

@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_capture_helpers import FACTS
+
 MODEL = "tiny-llama"
 COMPRESSION = "mag50"
 VARIANTS = ("original", "compressed", "prompt", "idp")
 
-CAPITALS = [
-    ("France", "The capital of France is", "Paris"), ("Japan", "The capital of Japan is", "Tokyo"),
-    ("Peru", "The capital city of Peru is called", "Lima"), ("Kenya", "Kenya has its capital in", "Nairobi"),
-    ("Spain", "Everyone knows the capital of Spain is", "Madrid"), ("Italy", "Italy's capital is", "Rome"),
-    ("Chile", "In Chile the capital is", "Santiago"), ("Egypt", "The capital of Egypt is", "Cairo"),
-    ("Norway", "Norway is governed from", "Oslo"), ("Cuba", "The capital of Cuba is", "Havana"),
-    ("Iran", "The Iranian capital, Iran's seat, is", "Tehran"), ("Mali", "Mali's capital is", "Bamako"),
-]
+CAPITALS = FACTS  # the capture tests' twelve capitals
 LANGUAGES = [
     ("Brazil", "The official language of Brazil is", "Portuguese"),
     ("Germany", "In Germany people speak", "German"), ("Mexico", "The language of Mexico is", "Spanish"),

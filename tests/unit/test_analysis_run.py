@@ -55,15 +55,19 @@ def original_capture(tmp_path_factory) -> Path:
         mp.undo()
 
 
+def _copy_as(source: Path, target: Path, **manifest_changes: object) -> Path:
+    """A copy of a capture whose manifest says something else (variant, split, probe set …)."""
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    write_json_atomic(target / "manifest.json", {**manifest, **manifest_changes})
+    return target
+
+
 def _twin(artifacts: Path, original: Path) -> Path:
     """The original capture plus a copy of it labelled as the rtn3-compressed capture."""
     folder = artifacts / "captures" / "tiny-llama"
     shutil.copytree(original, folder / RUN)
-    twin = folder / "rtn3-compressed-capitals-all"
-    shutil.copytree(original, twin)
-    manifest = json.loads((twin / "manifest.json").read_text())
-    write_json_atomic(twin / "manifest.json", {**manifest, "variant": "compressed", "compression": "rtn3"})
-    return twin
+    return _copy_as(original, folder / "rtn3-compressed-capitals-all", variant="compressed", compression="rtn3")
 
 
 def _spec(**kw) -> AnalyzeSpec:
@@ -130,10 +134,7 @@ def test_bad_input_is_refused_with_the_reason(artifacts, original_capture, kind,
 
 def test_discovery_prefers_a_capture_of_all_splits_over_an_eval_only_one(artifacts, original_capture):
     twin = _twin(artifacts, original_capture)
-    eval_only = twin.with_name("rtn3-compressed-capitals-eval")
-    shutil.copytree(twin, eval_only)
-    manifest = json.loads((eval_only / "manifest.json").read_text())
-    write_json_atomic(eval_only / "manifest.json", {**manifest, "split": "eval"})
+    _copy_as(twin, twin.with_name("rtn3-compressed-capitals-eval"), split="eval")
     from probe.analysis.run import find_runs
 
     assert find_runs(_spec())["compressed"].path == twin
@@ -141,10 +142,8 @@ def test_discovery_prefers_a_capture_of_all_splits_over_an_eval_only_one(artifac
 
 def test_discovery_ignores_a_capture_of_another_probe_set(artifacts, original_capture):
     _twin(artifacts, original_capture)
-    other = artifacts / "captures" / "tiny-llama" / "original-quick-look"
-    shutil.copytree(original_capture, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    write_json_atomic(other / "manifest.json", {**manifest, "probe_hash": "0123456789abcdef"})
+    _copy_as(original_capture, artifacts / "captures" / "tiny-llama" / "original-quick-look",
+             probe_hash="0123456789abcdef")
     from probe.analysis.run import find_runs
 
     assert find_runs(_spec())["original"].path.name == RUN
@@ -192,10 +191,7 @@ def test_cli_analyzes_a_compressed_capture_and_the_lens_reproduces_captured_rank
 def test_lost_facts_and_a_recovery_reach_the_verdict(artifacts, original_capture):
     """Top-1 flags edited so the original knows every fact, compression loses all, a 'prompt' copy regains half."""
     twin = _twin(artifacts, original_capture)
-    prompt = twin.with_name("rtn3-prompt-capitals-all")
-    shutil.copytree(twin, prompt)
-    manifest = json.loads((prompt / "manifest.json").read_text())
-    write_json_atomic(prompt / "manifest.json", {**manifest, "variant": "prompt"})
+    prompt = _copy_as(twin, twin.with_name("rtn3-prompt-capitals-all"), variant="prompt")
     for path, top1 in ((artifacts / "captures" / "tiny-llama" / RUN, np.ones(12, bool)), (twin, np.zeros(12, bool)),
                        (prompt, np.arange(12) % 2 == 0)):
         zarr.open_group(path / "arrays", mode="r+")["logits/answer_top1"][:] = top1
