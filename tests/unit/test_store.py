@@ -403,3 +403,25 @@ def test_the_store_imports_neither_torch_nor_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == "[]"
+
+
+def test_the_dashboard_lists_skip_damaged_artifacts_with_a_warning(tmp_path, capsys):
+    from dashboards import data
+
+    store = ArtifactStore(tmp_path)
+    store.cost("m", "c").write({"compression": "c", "rows": [{"variant": "original"}],
+                                "manifest": build_manifest("costs", "s")})
+    (tmp_path / "costs/m/d.json").write_text('{"rows": [')
+    finished(tmp_path / "captures/m/good", variant="original")
+    (tmp_path / "captures/m/bad").mkdir()
+    (tmp_path / "captures/m/bad/manifest.json").write_text("")
+    finished(tmp_path / "variants/m/c/recover/lora")
+    (tmp_path / "variants/m/c/recover/idp").mkdir()
+    (tmp_path / "variants/m/c/recover/idp/manifest.json").write_text("{")
+    data.clear_caches()
+    assert [(r["compression"], r["variant"]) for r in data.cost_rows(tmp_path)] == [("c", "original")]
+    assert [r["run"] for r in data.capture_rows(tmp_path)] == ["good"]
+    assert [r["method"] for r in data.recovery_rows(tmp_path)] == ["lora"]
+    err = capsys.readouterr().err
+    for what in ("cost table m/d", "capture m/bad", "recovery m/c/idp"):
+        assert f"warning: skipped: {what} is damaged" in err
