@@ -425,3 +425,20 @@ def test_the_dashboard_lists_skip_damaged_artifacts_with_a_warning(tmp_path, cap
     err = capsys.readouterr().err
     for what in ("cost table m/d", "capture m/bad", "recovery m/c/idp"):
         assert f"warning: skipped: {what} is damaged" in err
+
+
+# ---- stages writing through the store ----------------------------------------------------------------
+def test_compress_reports_a_damaged_variant_and_force_rebuilds_it(artifacts):
+    from probe.compress import build_spec, compress
+
+    spec = build_spec("tiny-llama", "mag50", n_calibration=2, seq_len=16)
+    variant = ArtifactStore.default().variant("tiny-llama", "mag50")
+    variant.path.mkdir(parents=True)
+    variant.manifest_file.write_text('{"status": "comp')
+    with pytest.raises(ProbeError, match=r"^compressed variant tiny-llama/mag50 is damaged \(manifest.json is not "
+                                         r"valid JSON.*\): rebuild it with `probe compress --model tiny-llama "
+                                         r"--method mag50 --force`$"):
+        compress(spec, evaluate=False)
+    assert compress(spec, evaluate=False, force=True) == variant.path
+    assert variant.is_fresh(variant.manifest()["spec_hash"])
+    assert sorted(p.name for p in variant.path.parent.iterdir()) == ["mag50"]  # no temp, no lock left
