@@ -1,14 +1,14 @@
-"""Read-only loaders for the dashboard: every path is checked to stay under the artifacts root.
+"""Read-only loaders for the dashboard: every path comes from the artifact store (names checked, inside the root).
 
-Nothing here writes. Capture arrays are read one probe row at a time (one zarr chunk) and the rows
-are cached (``functools.lru_cache`` keyed by root, model, run, array and probe index); whole arrays
-are never loaded except the small per-probe vectors (``prompt/chosen``). JSON artifacts are cached
-keyed by their modification time, so a rerun of the pipeline shows up without a restart.
+Nothing here writes; a damaged artifact is left out of the lists with a warning. Capture arrays are
+read one probe row at a time (one zarr chunk) and the rows are cached (``functools.lru_cache`` keyed
+by root, model, run, array and probe index); whole arrays are never loaded except the small
+per-probe vectors (``prompt/chosen``). JSON artifacts are cached keyed by their modification time
+(the store's ``cached`` reads), so a rerun of the pipeline shows up without a restart.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,52 +18,26 @@ import numpy as np
 import probe.capture.store  # noqa: F401  (imports torch once, at start-up rather than on the first request)
 from probe.analysis.spec import VARIANT_ORDER
 from probe.errors import ProbeError
+from probe.store import ArtifactStore, clear_read_cache
 
 RECOVERIES = tuple(v for v in VARIANT_ORDER if v not in ("original", "compressed"))
 
 
-# ---- path safety ---------------------------------------------------------------------------------
-def check_part(part: str, what: str = "name") -> str:
-    """A single plain folder/file name; anything that could leave its folder is refused."""
-    if (not isinstance(part, str) or not part or part in (".", "..") or part.startswith(".")
-            or any(c in part for c in "/\\\0")):
-        raise ProbeError(f"refused {what} {part!r}: give a plain name inside the artifacts folder")
-    return part
+# ---- the store -----------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _stores(root: str) -> ArtifactStore:
+    return ArtifactStore(root, cached=True)
 
 
-def under(root: Path, *parts: str) -> Path:
-    """``root / parts`` after checking every part is a plain name, so the path cannot leave ``root``.
-
-    Symlinks the owner placed inside the root (e.g. a shared model folder) are followed.
-    """
-    return Path(root).resolve().joinpath(*(check_part(p) for p in parts))
-
-
-def _read_json(path: Path) -> object:
-    return _json_cached(str(path), path.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _json_cached(path: str, mtime_ns: int) -> object:
-    return json.loads(Path(path).read_text())
-
-
-def read_json(root: Path, *parts: str) -> object | None:
-    """A JSON artifact under the root, or None when absent."""
-    path = under(root, *parts)
-    return _read_json(path) if path.is_file() else None
+def store(root: Path | str) -> ArtifactStore:
+    """The (cached-reads) artifact store at ``root``."""
+    return _stores(str(Path(root).resolve()))
 
 
 # ---- what exists ---------------------------------------------------------------------------------
-def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
-
-
 def capture_rows(root: Path) -> list[dict]:
     """Every capture under ``captures/<model>/<run>`` with its status (the `probe runs` table)."""
-    from probe.capture.store import list_runs
-
-    return list_runs(Path(root).resolve() / "captures")
+    return [c.summary() for c in store(root).captures()]
 
 
 @dataclass
@@ -99,16 +73,16 @@ def experiments(root: Path) -> list[Experiment]:
         originals = [r["run"] for r in rows if r["model"] == exp.model and r["variant"] == "original"]
         if originals:
             exp.runs["original"] = originals[0]
-    for folder in _subdirs(Path(root).resolve() / "analysis"):
-        manifest = read_json(root, "analysis", folder.name, "manifest.json")
-        if not isinstance(manifest, dict) or manifest.get("status") != "complete":
+    for analysis in store(root).analyses():
+        manifest = analysis.manifest()
+        if manifest is None:
             continue
         spec = manifest.get("spec", {})
         exp = found.setdefault((spec.get("model", "?"), spec.get("compression", "?")),
                                Experiment(spec.get("model", "?"), spec.get("compression", "?")))
         if exp.analysis:
             continue
-        exp.analysis = folder.name
+        exp.analysis = analysis.name
         complete = {r["run"] for r in rows if r["model"] == exp.model}
         analysed = {v: Path(p).name for v, p in manifest.get("runs", {}).items() if Path(p).name in complete}
         if {"original", "compressed"} <= set(analysed):  # show exactly the captures the analysis compared
@@ -120,7 +94,7 @@ def find_experiment(root: Path, key: str | None) -> Experiment:
     """The experiment ``model/compression`` (the first one when ``key`` is empty), or a clear error."""
     exps = experiments(root)
     if not exps:
-        raise ProbeError(f"no captures or analyses under {Path(root).resolve()}: run `probe capture --variant "
+        raise ProbeError(f"no captures or analyses under {store(root).root}: run `probe capture --variant "
                          f"original` and `probe capture --variant compressed --compression gptq3`, then "
                          f"`probe analyze --compression gptq3`")
     if not key:
@@ -136,12 +110,13 @@ def find_experiment(root: Path, key: str | None) -> Experiment:
 def _open(root: str, model: str, run: str):
     from probe.capture.store import open_run
 
-    path = under(Path(root), "captures", model, run)
-    if not (path / "manifest.json").is_file():
+    handle = store(root).capture(model, run)
+    status = handle.status()
+    if status is None:
         raise ProbeError(f"unknown capture {model}/{run}: `probe runs` lists the captures under {root}")
-    r = open_run(path)
-    if r.manifest.get("status") != "complete":
-        done = len(list((path / "done").glob("[0-9]*"))) if (path / "done").is_dir() else 0
+    r = open_run(handle.path)
+    if status["status"] != "complete":
+        done = handle.done_count()
         raise ProbeError(f"capture {model}/{run} is unfinished ({done}/{r.manifest.get('n_batches', '?')} batches): "
                          f"rerun its `probe capture` command to resume it")
     return r
@@ -149,7 +124,7 @@ def _open(root: str, model: str, run: str):
 
 def open_capture(root: Path, model: str, run: str):
     """A complete capture (cached); unknown, unfinished or escaping runs raise ProbeError."""
-    return _open(str(Path(root).resolve()), check_part(model, "model"), check_part(run, "run"))
+    return _open(str(store(root).root), model, run)
 
 
 @lru_cache(maxsize=64)
@@ -260,7 +235,7 @@ def _lens(root: str, model: str):
     if model == "tiny-llama":
         spec = ModelSpec("tiny-llama", dtype="float32")
     else:
-        folder = under(Path(root), "models", model)
+        folder = store(root).model(model).path
         if not (folder / "config.json").is_file():
             raise ProbeError(f"the per-fact logit lens needs the original weights in {folder}: run `probe eval "
                              f"--model {model}` once to convert them")
@@ -320,13 +295,16 @@ def fact_status(root: Path, exp: Experiment) -> dict[str, list[str]]:
 # ---- analysis ------------------------------------------------------------------------------------
 def analysis_json(root: Path, exp: Experiment, name: str) -> object | None:
     """``verdict.json``, a table (``cka.json`` …) or a manifest of the experiment's analysis; None if absent."""
-    return read_json(root, "analysis", exp.analysis, name) if exp.analysis else None
+    if not exp.analysis:
+        return None
+    analysis = store(root).analysis(exp.analysis)
+    return analysis.read_json(analysis.file(name))
 
 
 def analysis_text(root: Path, exp: Experiment, name: str) -> str | None:
     if not exp.analysis:
         return None
-    path = under(root, "analysis", exp.analysis, name)
+    path = store(root).analysis(exp.analysis).file(name)
     return path.read_text() if path.is_file() else None
 
 
@@ -346,7 +324,7 @@ def figure(root: Path, exp: Experiment, name: str):
 
     if not exp.analysis:
         return None
-    path = under(root, "analysis", exp.analysis, "figures", f"{check_part(name, 'figure')}.json")
+    path = store(root).analysis(exp.analysis).figure_file(name)
     return pio.from_json(_figure_json(str(path), path.stat().st_mtime_ns)) if path.is_file() else None
 
 
@@ -354,48 +332,44 @@ def figure(root: Path, exp: Experiment, name: str):
 def eval_rows(root: Path) -> list[dict]:
     """Saved `probe eval` results: model, label (variant folder), probes, top-1 accuracy, facts, known ids."""
     rows = []
-    for model in _subdirs(Path(root).resolve() / "eval"):
-        for label in _subdirs(model):
-            for file in sorted(label.glob("*.json")):
-                r = read_json(root, "eval", model.name, label.name, file.name)
-                if isinstance(r, dict) and "top1_accuracy" in r:
-                    rows.append({"model": model.name, "label": label.name, "probes": r.get("probes"),
-                                 "split": r.get("split"), "n_facts": r.get("n_facts"),
-                                 "top1_accuracy": r["top1_accuracy"], "known_ids": r.get("known_ids", [])})
+    for result in store(root).evals():
+        r = result.read()
+        if r is not None and "top1_accuracy" in r:
+            rows.append({"model": result.model, "label": result.label, "probes": r.get("probes"),
+                         "split": r.get("split"), "n_facts": r.get("n_facts"),
+                         "top1_accuracy": r["top1_accuracy"], "known_ids": r.get("known_ids", [])})
     return rows
 
 
 def recovery_rows(root: Path) -> list[dict]:
     """Finished recoveries: model, compression, method, trainable parameters and their eval summary."""
     rows = []
-    for model in _subdirs(Path(root).resolve() / "variants"):
-        for preset in _subdirs(model):
-            for method in _subdirs(preset / "recover"):
-                m = read_json(root, "variants", model.name, preset.name, "recover", method.name, "manifest.json")
-                if not isinstance(m, dict) or m.get("status") != "complete":
-                    continue
-                ev = m.get("eval") or {}
-                rows.append({"model": model.name, "compression": preset.name, "method": method.name,
-                             "trainable_parameters": m.get("trainable_parameters"),
-                             "top1_recovered": (ev.get("top1") or {}).get("recovered"),
-                             "n_lost": ev.get("n_lost"), "n_regained": ev.get("n_regained")})
+    for recovery in store(root).recoveries():
+        m = recovery.manifest()
+        if m is None:
+            continue
+        ev = m.get("eval") or {}
+        rows.append({"model": recovery.model, "compression": recovery.compression, "method": recovery.method,
+                     "trainable_parameters": m.get("trainable_parameters"),
+                     "top1_recovered": (ev.get("top1") or {}).get("recovered"),
+                     "n_lost": ev.get("n_lost"), "n_regained": ev.get("n_regained")})
     return rows
 
 
 def cost_rows(root: Path) -> list[dict]:
     """`probe costs` rows: model, compression, variant, extra parameters, latency and memory."""
     rows = []
-    for model in _subdirs(Path(root).resolve() / "costs"):
-        for file in sorted(model.glob("*.json")):
-            r = read_json(root, "costs", model.name, file.name)
-            for c in (r or {}).get("rows", []) if isinstance(r, dict) else []:
-                rows.append({"model": model.name, "compression": r.get("compression"), "variant": c.get("variant"),
-                             "extra_parameters": c.get("extra_parameters"), "forward_ms": c.get("forward_ms"),
-                             "gen_ms_per_token": c.get("gen_ms_per_token"), "memory_mb": c.get("memory_mb")})
+    for table in store(root).costs():
+        r = table.read() or {}
+        for c in r.get("rows", []):
+            rows.append({"model": table.model, "compression": r.get("compression"), "variant": c.get("variant"),
+                         "extra_parameters": c.get("extra_parameters"), "forward_ms": c.get("forward_ms"),
+                         "gen_ms_per_token": c.get("gen_ms_per_token"), "memory_mb": c.get("memory_mb")})
     return rows
 
 
 def clear_caches() -> None:
     """Forget every cached read (tests and benchmarks measure cold reads with it)."""
-    for fn in (_json_cached, _open, _array, _probes, _row, _chosen, _figure_json, _lens_ranks):
+    for fn in (_open, _array, _probes, _row, _chosen, _figure_json, _lens_ranks):
         fn.cache_clear()
+    clear_read_cache()

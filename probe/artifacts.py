@@ -1,13 +1,7 @@
-"""The one place that knows the ``artifacts/`` layout, manifests and atomic writes.
+"""Generic artifact helpers: spec hashes, manifests, the damage-checked JSON reader, atomic writes.
 
-Layout (see ``artifacts/README.md``)::
-
-    artifacts/
-      models/<name>/               plain HF folders converted from embedded weights
-      variants/<model>/<preset>/   compressed variants (later stages)
-      eval/<model>/<variant>/      evaluation results
-
-Every artifact folder is written under a temporary sibling name and renamed into place only
+Where each artifact lives is :mod:`probe.store`'s business (``ArtifactStore``); this module knows no
+layout. Every artifact folder is written under a temporary sibling name and renamed into place only
 when complete, so an interrupted run never leaves a folder that looks finished.
 """
 
@@ -24,6 +18,8 @@ from dataclasses import asdict, is_dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from probe.errors import ProbeError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -97,13 +93,50 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_manifest(folder: Path) -> dict | None:
-    """The manifest of a finished artifact, or None when absent or unfinished."""
-    path = folder / MANIFEST
-    if not path.is_file():
+def damaged(what: str, why: str, command: str) -> ProbeError:
+    """The one error for an artifact that exists but cannot be read back."""
+    why = " ".join(why.split())[:300]
+    return ProbeError(f"{what} is damaged ({why}): rebuild it with {command}")
+
+
+def read_json_checked(path: Path, what: str, command: str) -> Any:
+    """The JSON in ``path``, None when absent; unreadable or malformed JSON is a :func:`damaged` error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
-    data = json.loads(path.read_text())
-    return data if data.get("status") == "complete" else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise damaged(what, f"{path.name} cannot be read: {exc}", command) from None
+    if not text.strip():
+        raise damaged(what, f"{path.name} is empty", command)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise damaged(what, f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                      command) from None
+
+
+def check_manifest(data: Any, what: str, command: str, name: str = MANIFEST) -> dict:
+    """``data`` if it is a manifest (an object with a status, and a spec hash once complete), else damaged."""
+    if not isinstance(data, dict):
+        raise damaged(what, f"{name} is not a JSON object", command)
+    if not isinstance(data.get("status"), str):
+        raise damaged(what, f"{name} has no status", command)
+    if data["status"] == "complete" and not isinstance(data.get("spec_hash"), str):
+        raise damaged(what, f"{name} has no spec hash", command)
+    return data
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a finished artifact, or None when absent or unfinished; a damaged one is an error."""
+    path = Path(folder) / MANIFEST
+    what = str(folder)
+    command = "the command that made it, with --force"
+    data = read_json_checked(path, what, command)
+    if data is None:
+        return None
+    data = check_manifest(data, what, command)
+    return data if data["status"] == "complete" else None
 
 
 @contextlib.contextmanager

@@ -23,20 +23,19 @@ from typing import Any
 
 import torch
 
-from probe.artifacts import artifacts_root, build_manifest, read_manifest, write_json_atomic
+from probe.artifacts import build_manifest
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import LogitsFn
 from probe.progress import track
+from probe.store import ArtifactStore
 from probe.variants import (
     RECOVERY_VARIANTS,
     LoadedVariant,
     VariantSpec,
     load_variant,
     model_key,
-    recovery_dir,
-    variant_dir,
 )
 
 
@@ -56,11 +55,12 @@ class CostSpec:
 
 def built_variants(model: ModelSpec, compression: str) -> list[str]:
     """original, compressed and every recovery of ``compression`` that has been built."""
-    if read_manifest(variant_dir(model, compression)) is None:
+    store = ArtifactStore.default()
+    if store.variant(model_key(model), compression).manifest() is None:
         raise ProbeError(f"compressed variant {compression!r} of {model.name} is not built: run "
                          f"`probe compress --model {model.name} --method {compression}`")
     return ["original", "compressed", *[m for m in RECOVERY_VARIANTS
-                                        if read_manifest(recovery_dir(model, compression, m)) is not None]]
+                                        if store.recovery(model_key(model), compression, m).manifest() is not None]]
 
 
 def probe_batch(tokenizer, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +117,8 @@ def cache_bytes(past: Any) -> int:
 def recovery_info(spec: VariantSpec) -> dict:
     if spec.variant not in RECOVERY_VARIANTS:
         return {"extra_parameters": 0, "extra_kv_positions": 0}
-    manifest = read_manifest(recovery_dir(spec.model, spec.compression or "", spec.variant)) or {}
+    manifest = ArtifactStore.default().recovery(model_key(spec.model), spec.compression or "",
+                                                spec.variant).manifest() or {}
     return {"extra_parameters": int(manifest.get("trainable_parameters", 0)),
             "extra_kv_positions": int(manifest.get("extra_kv_positions", 0))}
 
@@ -162,11 +163,11 @@ def measure_costs(spec: CostSpec) -> dict:
                      "memory_mb": peak[n] / 2**20,
                      "forward_ms_all": [1e3 * x for x in fwd[n]],
                      "gen_ms_all": [1e3 * x for x in gen[n]]})
-    path = artifacts_root() / "costs" / model_key(model) / f"{spec.compression}.json"
+    table = ArtifactStore.default().cost(model_key(model), spec.compression)
     result = {"model": model_key(model), "compression": spec.compression, "device": str(first.device),
               "batch": list(ids.shape), "threads": torch.get_num_threads(), "rows": rows,
               "greedy_tokens": tokens, "manifest": build_manifest("costs", spec)}
-    write_json_atomic(path, result)
+    path = table.write(result)
     return {**result, "path": str(path)}
 
 

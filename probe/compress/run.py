@@ -1,8 +1,8 @@
 """`probe compress`: load → calibrate → compress → bake → report → save a dense HF variant.
 
-The variant folder ``artifacts/variants/<model>/<preset-or-hash>/`` is written through
-:func:`~probe.artifacts.atomic_dir` with ``manifest.json`` last, so an interrupted run never
-leaves a folder that looks finished.
+The variant folder ``artifacts/variants/<model>/<preset-or-hash>/`` is written through the
+store's atomic writer (:meth:`probe.store.FolderArtifact.writer`) with ``manifest.json`` last, so an
+interrupted run never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from probe.artifacts import MANIFEST, atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
+from probe.artifacts import MANIFEST, build_manifest, spec_hash, write_json_atomic
 from probe.compress.bake import bake_quantized, plain_copy
 from probe.compress.report import (
     gram_matrices,
@@ -32,7 +32,7 @@ from probe.errors import ProbeError
 from probe.models.load import LoadedModel, load_model, preflight
 from probe.models.registry import REGISTRY
 from probe.progress import console, status
-from probe.variants import variant_dir
+from probe.store import ArtifactStore, model_key
 
 
 def _peak_rss_mb() -> float:
@@ -138,8 +138,9 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
         loaded = load_model(model_spec)
     entry = REGISTRY.get(spec.model)
     spec = check_against_model(spec, loaded.model, entry.group_size if entry else 128)
-    final = variant_dir(model_spec, spec.label)
-    existing = read_manifest(final)
+    variant = ArtifactStore.default().variant(model_key(spec.model), spec.label)
+    final = variant.path
+    existing = None if force else variant.manifest()  # --force overwrites even a damaged variant
     if existing is not None and not force:
         if existing.get("spec_hash") == spec_hash(spec):
             console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
@@ -158,7 +159,7 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
     grams = gram_matrices(loaded.model, layers, ids) if texts else {}
     load_s = time.perf_counter() - start
     reference = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
-    with atomic_dir(final, overwrite=force) as tmp:
+    with variant.writer(overwrite=force) as tmp:
         if spec.from_path:
             plain, stats = _load_compressed_tensors(Path(spec.from_path))
         else:

@@ -8,6 +8,7 @@ import pytest
 
 from probe.artifacts import atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
 from probe.config import ModelSpec
+from probe.errors import ProbeError
 
 
 def test_atomic_dir_publishes_only_on_success(tmp_path):
@@ -49,3 +50,11 @@ def test_manifest_roundtrip_and_status(tmp_path):
 def test_spec_hash_changes_with_spec():
     assert spec_hash(ModelSpec("a")) != spec_hash(ModelSpec("b"))
     assert spec_hash(ModelSpec("a")) == spec_hash(ModelSpec("a"))
+
+
+def test_a_damaged_manifest_is_one_clear_error(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"status": "complete", "spec')
+    with pytest.raises(ProbeError, match=r"is damaged \(manifest.json is not valid JSON: .*\): rebuild it with the "
+                                         r"command that made it, with --force$"):
+        read_manifest(tmp_path)
+    assert read_manifest(tmp_path / "absent") is None

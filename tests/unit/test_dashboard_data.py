@@ -27,7 +27,7 @@ def exp(root) -> data.Experiment:
 @pytest.mark.parametrize("part", ["..", ".", "", "a/b", "..\\x", ".hidden", "x\0y"])
 def test_names_that_could_leave_the_root_are_refused(root, part):
     with pytest.raises(ProbeError, match="refused"):
-        data.under(root, "captures", part)
+        data.store(root).capture(MODEL, part)
     with pytest.raises(ProbeError, match="refused"):
         data.open_capture(root, MODEL, part)
 
