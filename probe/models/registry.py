@@ -35,6 +35,8 @@ REGISTRY: dict[str, ModelEntry] = {
                    hf_id="HuggingFaceTB/SmolLM2-135M-Instruct", group_size=64),
         ModelEntry("tiny-llama", "LlamaForCausalLM", "random",
                    "4-layer random Llama with a byte tokenizer, for fast tests", group_size=32),
+        ModelEntry("tiny-opt", "OPTForCausalLM", "random",
+                   "4-layer random OPT with a byte tokenizer, for tests of a second architecture", group_size=32),
         ModelEntry("llama7b", "LlamaForCausalLM", "local", "LLaMA-7B (the paper's model)",
                    hf_id="huggyllama/llama-7b", env_var="PROBE_LLAMA7B_PATH"),
         ModelEntry("llama2-7b", "LlamaForCausalLM", "local", "Llama-2-7B",
@@ -45,9 +47,6 @@ REGISTRY: dict[str, ModelEntry] = {
                    hf_id="facebook/opt-6.7b", env_var="PROBE_OPT_6_7B_PATH"),
     )
 }
-
-DEFAULT_MODEL = "smollm2-135m"
-
 
 def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()

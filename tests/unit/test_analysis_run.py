@@ -17,6 +17,7 @@ import torch
 import zarr
 from typer.testing import CliRunner
 
+from probe.analysis.captures import find_runs
 from probe.analysis.lens import Lens, answer_rank_prob
 from probe.analysis.run import analyze
 from probe.analysis.spec import AnalyzeSpec
@@ -135,8 +136,6 @@ def test_bad_input_is_refused_with_the_reason(artifacts, original_capture, kind,
 def test_discovery_prefers_a_capture_of_all_splits_over_an_eval_only_one(artifacts, original_capture):
     twin = _twin(artifacts, original_capture)
     _copy_as(twin, twin.with_name("rtn3-compressed-capitals-eval"), split="eval")
-    from probe.analysis.run import find_runs
-
     assert find_runs(_spec())["compressed"].path == twin
 
 
@@ -144,8 +143,6 @@ def test_discovery_ignores_a_capture_of_another_probe_set(artifacts, original_ca
     _twin(artifacts, original_capture)
     _copy_as(original_capture, artifacts / "captures" / "tiny-llama" / "original-quick-look",
              probe_hash="0123456789abcdef")
-    from probe.analysis.run import find_runs
-
     assert find_runs(_spec())["original"].path.name == RUN
 
 
