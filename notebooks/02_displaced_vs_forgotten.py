@@ -242,8 +242,8 @@ plt.show()
 # of lost facts in the compressed model, those facts are displaced rather than forgotten.
 
 # %%
-from probe.analysis.decodability import ProbeData, candidate_features, cross_val_correct, held_out_correct
 from probe.analysis.candidates import build as build_candidates
+from probe.analysis.decodability import ProbeData, candidate_features, cross_val_correct, held_out_correct
 
 cands = build_candidates(rs, tok, SEED).cands  # probe.analysis.candidates: answer + distractor first tokens
 cvec = lens.unembedding_rows(np.maximum(cands.ids, 0))

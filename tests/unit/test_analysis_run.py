@@ -201,3 +201,7 @@ def test_lost_facts_and_a_recovery_reach_the_verdict(artifacts, original_capture
     assert abs(regimes["delta_cka"]["mean"]) < 1e-9 and regimes["prompt_mass"]["mean"] == 0
     assert regimes["mlp_change"]["mean"] == 0 and regimes["attn_out_change"]["n"] == 8
     assert "Of the 8 facts compression loses" in result.verdict and "prompt regains" in result.verdict
+    summary = {r["variant"]: r for r in result.summary}  # the models' own outputs, not the lens at the last layer
+    assert summary["original"]["top1"] == "100% [100, 100]" and summary["compressed"]["top1"] == "0% [0, 0]"
+    assert summary["original"]["mean_cka"] == "—" and summary["prompt"]["mean_cka"] == "1.000"
+    assert json.loads((result.path / "manifest.json").read_text())["distractors"].startswith("the probe file ")
