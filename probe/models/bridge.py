@@ -4,8 +4,9 @@ No hub calls: the bridge is built from the in-memory module and its config with
 ``transformer_lens.model_bridge.sources.build_bridge_from_module`` (public: exported in that
 package's ``__all__``; ``boot_transformers`` would read the hub). Any architecture
 TransformerLens has an adapter for works (Llama, OPT, …); the final norm and unembedding are the
-bridge's own ``ln_final`` and ``unembed`` components. Building rewrites the HF model's submodules in place, so give
-each bridge its own model object (take state dicts first if you need the plain model too).
+bridge's own ``ln_final`` and ``unembed`` components. Building rewrites the HF model's submodules
+in place, so give each bridge its own model object (take state dicts first if you need the plain
+model too).
 
 Hook names the toolkit uses (TransformerLens vocabulary; ``L`` is the layer):
 
@@ -16,7 +17,7 @@ Hook names the toolkit uses (TransformerLens vocabulary; ``L`` is the layer):
 ``blocks.L.hook_mlp_out``          MLP output added to the residual
 ``blocks.L.hook_resid_post``       residual stream leaving block L
 ``blocks.L.attn.hook_q``/``hook_k`` queries / keys before rotary embedding
-``blocks.L.attn.hook_rot_q``/``_k`` queries / keys after rotary embedding
+``blocks.L.attn.hook_rot_q``/``_k`` queries / keys after rotary embedding (rotary models)
 ``blocks.L.attn.hook_pattern``     attention probabilities ``[batch, head, q, k]``
 ``ln_final.hook_normalized``       final-norm output (the logit lens input)
 =================================  ==============================================
@@ -38,7 +39,6 @@ from probe.models.hooks import ATTN_OUT, HOOKS, MLP_OUT, PATTERN, RESID_POST, ho
 from probe.models.load import LoadedModel
 
 __all__ = ["ATTN_OUT", "HOOKS", "MLP_OUT", "PATTERN", "RESID_POST", "hook_model", "hook_module", "hook_names"]
-
 
 
 def _bridge_tokenizer(loaded: LoadedModel):
