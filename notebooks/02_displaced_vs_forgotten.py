@@ -60,7 +60,7 @@ import warnings
 
 warnings.filterwarnings("ignore", message=".*(ipywidgets|IProgress)")  # progress bars without Jupyter widgets
 
-from probe.analysis.run import check_runs, find_runs
+from probe.analysis.captures import check_runs, find_runs
 from probe.analysis.spec import AnalyzeSpec
 from probe.artifacts import artifacts_root
 from probe.errors import ProbeError
@@ -242,10 +242,10 @@ plt.show()
 # of lost facts in the compressed model, those facts are displaced rather than forgotten.
 
 # %%
+from probe.analysis.candidates import build as build_candidates
 from probe.analysis.decodability import ProbeData, candidate_features, cross_val_correct, held_out_correct
-from probe.analysis.run import candidates
 
-cands = candidates(rs, tok, SEED)  # `candidates` from probe.analysis.run: answer + distractor first tokens
+cands = build_candidates(rs, tok, SEED).cands  # probe.analysis.candidates: answer + distractor first tokens
 cvec = lens.unembedding_rows(np.maximum(cands.ids, 0))
 held_out = len(rs.train_rows) >= MIN_FACTS
 print("probes trained on train-split facts" if held_out else

@@ -1,1 +1,1 @@
-"""Analysis: similarity measures between layer representations."""
+"""Analysis: captures → metric families (per-fact arrays) → headline numbers → tables, figures, verdict."""

@@ -27,9 +27,6 @@ class Interval:
     hi: float
     n: int
 
-    def overlaps(self, other: Interval) -> bool:
-        return not (self.lo > other.hi or other.lo > self.hi)
-
     def fmt(self, pct: bool = False, digits: int = 2) -> str:
         if not np.isfinite(self.mean):
             return "n/a"

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from scipy.linalg import blas  # scipy comes with scikit-learn
 
 from probe.errors import ProbeError
 
@@ -234,8 +235,6 @@ class LinearCKAAccumulator:
             self._ytl += yc.T @ l
 
     def _start(self, xc: np.ndarray, yc: np.ndarray) -> None:
-        from scipy.linalg import blas  # scipy comes with scikit-learn
-
         self._blas = blas
         dx, dy = xc.shape[1], yc.shape[1]
         self._shift_x = xc.mean(axis=0)

@@ -1,5 +1,9 @@
 """Logit lens: read any layer's residual stream through the ORIGINAL model's final norm and unembedding.
 
+The final norm and unembedding are the hooked model's own components (the TransformerBridge's
+``ln_final`` and ``unembed``), so the lens works for every architecture TransformerLens adapts
+(Llama's RMSNorm, OPT's LayerNorm with bias, …) without knowing where HF keeps them.
+
 Every variant is read with the original's final norm and unembedding. Compression here leaves
 both untouched by default (the recipes quantize/prune only the decoder blocks' linear layers;
 SmolLM2 ties the unembedding to the embeddings), and the recovery methods do not train them, so
@@ -16,21 +20,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from probe.models.bridge import hook_module
 
 _ROWS = 256  # facts per unembedding block: [256, vocab] float32 logits at a time
 
 
 @dataclass
 class Lens:
-    """The original model's final norm and unembedding."""
+    """The original model's final norm and unembedding (bridge components, on CPU in float32)."""
 
     norm: torch.nn.Module
     unembed: torch.nn.Module
 
     @classmethod
+    def from_bridge(cls, bridge: TransformerBridge) -> Lens:
+        """The bridge's ``ln_final`` and ``unembed``, moved to CPU in float32."""
+        return cls(bridge.ln_final.float().cpu(), bridge.unembed.float().cpu())
+
+    @classmethod
     def from_model(cls, model: torch.nn.Module) -> Lens:
-        """From an HF causal LM (``model.model.norm``, ``model.lm_head``), kept on CPU in float32."""
-        return cls(model.model.norm.float().cpu(), model.get_output_embeddings().float().cpu())
+        """From a plain HF causal LM: hooks it (in place, so pass a model you no longer run) and reads the bridge."""
+        return cls.from_bridge(hook_module(model))
 
     @torch.no_grad()
     def normed(self, h: np.ndarray) -> np.ndarray:
@@ -40,8 +52,8 @@ class Lens:
     @torch.no_grad()
     def unembedding_rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows of the unembedding matrix for token ids (any shape) → ``[..., d]``."""
-        w = self.unembed.weight
-        return w[torch.as_tensor(np.asarray(ids, np.int64))].numpy()
+        w_u = self.unembed.W_U  # [d, vocab]
+        return w_u.T[torch.as_tensor(np.asarray(ids, np.int64))].numpy()
 
     @torch.no_grad()
     def logits(self, h: np.ndarray) -> torch.Tensor:

@@ -1,8 +1,12 @@
 """Hooked models: wrap a loaded causal LM in a TransformerLens 4.x ``TransformerBridge``.
 
-No hub calls: the bridge is built from the in-memory module and its config
-(``build_bridge_from_module``). Building rewrites the HF model's submodules in place, so give
-each bridge its own model object (take state dicts first if you need the plain model too).
+No hub calls: the bridge is built from the in-memory module and its config with
+``transformer_lens.model_bridge.sources.build_bridge_from_module`` (public: exported in that
+package's ``__all__``; ``boot_transformers`` would read the hub). Any architecture
+TransformerLens has an adapter for works (Llama, OPT, …); the final norm and unembedding are the
+bridge's own ``ln_final`` and ``unembed`` components. Building rewrites the HF model's submodules
+in place, so give each bridge its own model object (take state dicts first if you need the plain
+model too).
 
 Hook names the toolkit uses (TransformerLens vocabulary; ``L`` is the layer):
 
@@ -13,7 +17,7 @@ Hook names the toolkit uses (TransformerLens vocabulary; ``L`` is the layer):
 ``blocks.L.hook_mlp_out``          MLP output added to the residual
 ``blocks.L.hook_resid_post``       residual stream leaving block L
 ``blocks.L.attn.hook_q``/``hook_k`` queries / keys before rotary embedding
-``blocks.L.attn.hook_rot_q``/``_k`` queries / keys after rotary embedding
+``blocks.L.attn.hook_rot_q``/``_k`` queries / keys after rotary embedding (rotary models)
 ``blocks.L.attn.hook_pattern``     attention probabilities ``[batch, head, q, k]``
 ``ln_final.hook_normalized``       final-norm output (the logit lens input)
 =================================  ==============================================
@@ -27,21 +31,14 @@ from __future__ import annotations
 import copy
 import logging
 
+import torch
 from transformer_lens.model_bridge import TransformerBridge
-from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+from transformer_lens.model_bridge.sources import build_bridge_from_module
 
+from probe.models.hooks import ATTN_OUT, HOOKS, MLP_OUT, PATTERN, RESID_POST, hook_names
 from probe.models.load import LoadedModel
 
-RESID_POST = "blocks.{layer}.hook_resid_post"
-ATTN_OUT = "blocks.{layer}.hook_attn_out"
-MLP_OUT = "blocks.{layer}.hook_mlp_out"
-PATTERN = "blocks.{layer}.attn.hook_pattern"
-HOOKS = {"resid_post": RESID_POST, "attn_out": ATTN_OUT, "mlp_out": MLP_OUT, "pattern": PATTERN}
-
-
-def hook_names(kind: str, n_layers: int) -> list[str]:
-    """Hook names of one kind (``resid_post``, ``attn_out``, ``mlp_out``, ``pattern``) per layer."""
-    return [HOOKS[kind].format(layer=layer) for layer in range(n_layers)]
+__all__ = ["ATTN_OUT", "HOOKS", "MLP_OUT", "PATTERN", "RESID_POST", "hook_model", "hook_module", "hook_names"]
 
 
 def _bridge_tokenizer(loaded: LoadedModel):
@@ -58,10 +55,16 @@ def _bridge_tokenizer(loaded: LoadedModel):
 
 def hook_model(loaded: LoadedModel) -> TransformerBridge:
     """Wrap ``loaded.model`` (modified in place) in a TransformerBridge, offline."""
-    model = loaded.model
+    return hook_module(loaded.model, loaded.architecture, _bridge_tokenizer(loaded), loaded.name)
+
+
+def hook_module(model: torch.nn.Module, architecture: str | None = None, tokenizer=None,
+                name: str = "external") -> TransformerBridge:
+    """Wrap an HF causal LM (modified in place) in a TransformerBridge, offline.
+
+    ``architecture`` defaults to the model config's first architecture (``OPTForCausalLM`` …).
+    """
+    arch = architecture or (model.config.architectures or [type(model).__name__])[0]
     logging.getLogger("transformer_lens").setLevel(logging.ERROR)
-    bridge = build_bridge_from_module(
-        model, loaded.architecture, hf_config=model.config,
-        tokenizer=_bridge_tokenizer(loaded), model_name=loaded.name,
-    )
+    bridge = build_bridge_from_module(model, arch, hf_config=model.config, tokenizer=tokenizer, model_name=name)
     return bridge.eval()

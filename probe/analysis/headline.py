@@ -1,0 +1,83 @@
+"""Headline numbers: the family arrays reduced to the verdict's numbers, each with its bootstrap interval.
+
+A lost fact is one the original outputs top-1 and the compressed model does not (the models' own
+outputs, recorded at capture); "never" facts neither outputs. The decodability layer is chosen on
+the facts that are not lost, so the displaced share on lost facts is not selected for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from probe.analysis import bootstrap as bs
+from probe.analysis.candidates import Candidates
+from probe.analysis.captures import RunSet
+from probe.analysis.families.attention import AttentionFamily
+from probe.analysis.families.cka import CKAFamily
+from probe.analysis.families.decodability import DecodabilityFamily
+from probe.analysis.families.divergence import DivergenceFamily
+from probe.analysis.spec import AnalyzeSpec
+from probe.analysis.verdict import RecoveryNumbers, VerdictInputs
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The verdict's inputs, each variant's output top-1 share, and the eval facts lost and never known."""
+
+    verdict: VerdictInputs
+    known: dict[str, bs.Interval]
+    lost: np.ndarray
+    never: np.ndarray
+
+
+def _delta_cka(cka: CKAFamily, variant: str) -> bs.Interval:
+    """Mean over layers of CKA(variant) − CKA(compressed), with the interval of the paired replicates."""
+    lo, hi = bs.percentile((cka.replicates[variant] - cka.replicates["compressed"]).mean(0))
+    return bs.Interval(float(cka.point[variant].mean() - cka.point["compressed"].mean()), lo, hi, cka.n)
+
+
+def recovery_numbers(variant: str, lost: np.ndarray, top1: np.ndarray, cka: CKAFamily, div: DivergenceFamily,
+                     att: AttentionFamily | None, n_boot: int, seed: int) -> RecoveryNumbers:
+    """How a recovery does on the lost facts and how it acts: per-fact means over layers (and heads)."""
+
+    def iv(values: np.ndarray | None) -> bs.Interval:
+        return bs.EMPTY if values is None else bs.interval(values, n_boot, seed)
+
+    change = {kind: div.outputs_vs_compressed.get(kind, {}).get(variant) for kind in ("mlp_out", "attn_out")}
+    return RecoveryNumbers(
+        variant, regained=bs.interval(top1[lost], n_boot, seed) if lost.any() else bs.EMPTY,
+        delta_cka=_delta_cka(cka, variant),
+        prompt_mass=iv(att.prompt_mass[variant].mean((1, 2)) if att else None),
+        attn_shift=iv(att.js_vs_compressed[variant].mean((1, 2)) if att else None),
+        mlp_change=iv(None if change["mlp_out"] is None else change["mlp_out"].mean(1)),
+        attn_out_change=iv(None if change["attn_out"] is None else change["attn_out"].mean(1)))
+
+
+def headline(rs: RunSet, spec: AnalyzeSpec, cands: Candidates, dec: DecodabilityFamily, div: DivergenceFamily,
+             att: AttentionFamily | None, cka: CKAFamily) -> Headline:
+    ev, n_boot, seed = rs.eval_rows, spec.n_boot, spec.seed
+    top1 = {v: rs.output_top1(v) for v in rs.variants}
+    lost = top1["original"] & ~top1["compressed"]
+    never = ~top1["original"] & ~top1["compressed"]
+    comp = dec.own["compressed"]
+    select = ~lost if (~lost).any() else np.ones_like(lost)
+    best = int(comp[select].mean(0).argmax())
+    chance = cands.cands.chance[ev]
+    n_lost = int(lost.sum())
+    enough = n_lost >= spec.min_facts
+    note = " ".join(n for n in (dec.note, cands.fallback) if n)
+    inputs = VerdictInputs(
+        model=spec.model, compression=spec.compression, n_eval=len(ev),
+        known_original=bs.interval(top1["original"], n_boot, seed),
+        known_compressed=bs.interval(top1["compressed"], n_boot, seed), n_lost=n_lost,
+        decodable=bs.interval(comp[lost, best], n_boot, seed) if enough else bs.EMPTY,
+        chance=float(chance[lost].mean()) if n_lost else float(chance.mean()), layer=rs.layers[best],
+        min_facts=spec.min_facts, decodability_note=note,
+        recoveries=tuple(recovery_numbers(v, lost, top1[v], cka, div, att, n_boot, seed) for v in rs.recoveries),
+        n_never=int(never.sum()),
+        decodable_never=(bs.interval(comp[never, best], n_boot, seed)
+                         if enough and never.sum() >= spec.min_facts else bs.EMPTY),
+        output_lost=bs.interval(dec.lens["compressed"][lost, -1], n_boot, seed) if enough else bs.EMPTY)
+    return Headline(inputs, {v: bs.interval(t, n_boot, seed) for v, t in top1.items()}, lost, never)
