@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from rich.table import Table
 
 from probe.artifacts import artifacts_root, build_manifest, read_manifest, write_json_atomic
 from probe.config import ModelSpec
@@ -29,15 +30,8 @@ from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import LogitsFn
 from probe.progress import track
-from probe.variants import (
-    RECOVERY_VARIANTS,
-    LoadedVariant,
-    VariantSpec,
-    load_variant,
-    model_key,
-    recovery_dir,
-    variant_dir,
-)
+from probe.runtime.spec import RECOVERY_VARIANTS, VariantSpec, compress_command, model_key, recovery_dir, variant_dir
+from probe.runtime.variant import LoadedVariant, load_variant
 
 
 @dataclass(frozen=True)
@@ -58,7 +52,7 @@ def built_variants(model: ModelSpec, compression: str) -> list[str]:
     """original, compressed and every recovery of ``compression`` that has been built."""
     if read_manifest(variant_dir(model, compression)) is None:
         raise ProbeError(f"compressed variant {compression!r} of {model.name} is not built: run "
-                         f"`probe compress --model {model.name} --method {compression}`")
+                         f"{compress_command(model, compression)}")
     return ["original", "compressed", *[m for m in RECOVERY_VARIANTS
                                         if read_manifest(recovery_dir(model, compression, m)) is not None]]
 
@@ -170,9 +164,7 @@ def measure_costs(spec: CostSpec) -> dict:
     return {**result, "path": str(path)}
 
 
-def cost_table(result: dict):
-    from rich.table import Table
-
+def cost_table(result: dict) -> Table:
     table = Table(title=f"Costs: {result['model']} / {result['compression']} ({result['device']}, "
                         f"batch {result['batch'][0]}×{result['batch'][1]}, medians)")
     for col in ("variant", "extra params", "extra KV pos", "forward ms", "gen ms/token", "memory MB"):

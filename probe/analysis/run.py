@@ -62,7 +62,7 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
     do not get in the way.
     """
     from probe.config import ModelSpec
-    from probe.variants import model_key
+    from probe.runtime.spec import model_key
 
     folder = captures_root() / model_key(ModelSpec(spec.model))
     if spec.runs:

@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from probe.models.tiny import build_tiny_llama
-from probe.recover.kv_prefix import KVPrefix, prefix_from_embeddings
 from probe.recover.lora import METHOD as LORA
-from probe.recover.lora import merged_copy
 from probe.recover.prefix import METHOD as PREFIX
-from probe.recover.prefix import peft_prefix, prefix_table
+from probe.recover.prefix import prefix_table
 from probe.recover.soft_prompt import METHOD as PROMPT
-from probe.recover.soft_prompt import prompt_embeddings
 from probe.recover.spec import RecoverSpec
+from probe.runtime.adapters import merged_copy, peft_prefix, prompt_embeddings
+from probe.runtime.kv_prefix import KVPrefix, prefix_from_embeddings
 
 
 def batch(tok) -> tuple[torch.Tensor, torch.Tensor]:
