@@ -29,10 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from probe.capture.recorder import CaptureView, Layout, Recorder, encode_probes, model_dims, pad_batch
+from probe.capture.recorder import Layout, Recorder, encode_probes, model_dims, pad_batch
 from probe.config import ModelSpec
 from probe.knowledge.loaders import load_probes
 from probe.models.load import load_model
+from probe.runtime.variant import CaptureView
 
 RESULTS = Path(__file__).parent / "results" / "capture.json"
 POSITIONS = ("last", "subject")
