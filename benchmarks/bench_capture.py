@@ -29,10 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from probe.capture.recorder import CaptureView, Layout, Recorder, encode_probes, model_dims, pad_batch
+from probe.capture.recorder import Layout, Recorder, encode_probes, model_dims, pad_batch
 from probe.config import ModelSpec
 from probe.knowledge.loaders import load_probes
 from probe.models.load import load_model
+from probe.runtime.variant import CaptureView
 
 RESULTS = Path(__file__).parent / "results" / "capture.json"
 POSITIONS = ("last", "subject")
@@ -88,7 +89,7 @@ def memory_point(model_name: str, n: int, batch: int) -> float:
         "os.environ['PROBE_ARTIFACTS'] = tempfile.mkdtemp()\n"
         f"os.symlink('{Path('artifacts').resolve()}/models', os.environ['PROBE_ARTIFACTS'] + '/models')\n"
         "from probe.capture.run import capture\nfrom probe.capture.spec import CaptureSpec\n"
-        "from probe.variants import VariantSpec\nfrom probe.config import ModelSpec\n"
+        "from probe.runtime.spec import VariantSpec\nfrom probe.config import ModelSpec\n"
         "import json, pathlib\n"
         f"p = pathlib.Path(tempfile.mkdtemp()) / 'p.jsonl'\n"
         "from probe.knowledge.loaders import load_probes\n"
@@ -129,7 +130,7 @@ def main() -> None:
     def with_store() -> float:
         from probe.capture.run import capture
         from probe.capture.spec import CaptureSpec
-        from probe.variants import VariantSpec
+        from probe.runtime.spec import VariantSpec
 
         root = Path(tempfile.mkdtemp())
         os.environ["PROBE_ARTIFACTS"] = str(root)

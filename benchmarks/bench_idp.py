@@ -38,9 +38,9 @@ from probe.config import ModelSpec
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import hf_logits_fn
 from probe.models.load import load_model
-from probe.recover.idp import IDPRouter
-from probe.recover.kv_prefix import prefix_from_embeddings, prefix_logits_fn
-from probe.variants import variant_dir
+from probe.runtime.idp_router import IDPRouter
+from probe.runtime.kv_prefix import prefix_from_embeddings, prefix_logits_fn
+from probe.runtime.spec import variant_dir
 
 RESULTS = Path(__file__).parent / "results" / "idp.json"
 

@@ -5,19 +5,27 @@ read one probe row at a time (one zarr chunk) and the rows are cached (``functoo
 by root, model, run, array and probe index); whole arrays are never loaded except the small
 per-probe vectors (``prompt/chosen``). JSON artifacts are cached keyed by their modification time
 (the store's ``cached`` reads), so a rerun of the pipeline shows up without a restart.
+
+Nothing here imports torch or transformers at start-up: only the per-fact logit lens (Probes page)
+needs the model's final norm and unembedding, and imports them on first use.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import plotly.io as pio
+from zarr.core.sync import sync
 
-import probe.capture.store  # noqa: F401  (imports torch once, at start-up rather than on the first request)
 from probe.analysis.spec import VARIANT_ORDER
+from probe.capture.store import open_run
+from probe.config import ModelSpec
 from probe.errors import ProbeError
+from probe.models.registry import REGISTRY
 from probe.store import ArtifactStore, clear_read_cache
 
 RECOVERIES = tuple(v for v in VARIANT_ORDER if v not in ("original", "compressed"))
@@ -108,7 +116,6 @@ def find_experiment(root: Path, key: str | None) -> Experiment:
 # ---- captures ------------------------------------------------------------------------------------
 @lru_cache(maxsize=64)
 def _open(root: str, model: str, run: str):
-    from probe.capture.store import open_run
 
     handle = store(root).capture(model, run)
     status = handle.status()
@@ -152,10 +159,6 @@ def _row(root: str, model: str, run: str, name: str, index: int) -> np.ndarray:
 def _rows_at_once(root: str, model: str, keys: list[tuple[str, str]], index: int) -> list[np.ndarray]:
     """One probe's row of several ``(run, array)``s, read concurrently in one pass of zarr's event loop
     (2× faster than one read after another for the 30 layers of a lens trajectory)."""
-    import asyncio
-
-    from zarr.core.sync import sync
-
     arrays = [_array(root, model, run, n) for run, n in keys]
     for (run, n), arr in zip(keys, arrays, strict=True):
         if not 0 <= index < arr.shape[0]:
@@ -228,12 +231,13 @@ def chosen_prompts(root: Path, model: str, run: str) -> np.ndarray:
 # ---- logit lens per fact -------------------------------------------------------------------------
 @lru_cache(maxsize=4)
 def _lens(root: str, model: str):
-    from probe.analysis.lens import Lens
-    from probe.config import ModelSpec
-    from probe.models.load import load_model
+    """The original model's lens and tokenizer (loads the model: torch and transformers, on first use only)."""
+    from probe.analysis.lens import Lens  # lazy: torch, only the Probes page's lens needs it
+    from probe.models.load import load_model  # lazy: torch + transformers (~10 s), only for the lens
 
-    if model == "tiny-llama":
-        spec = ModelSpec("tiny-llama", dtype="float32")
+    entry = REGISTRY.get(model)
+    if entry is not None and entry.source == "random":  # built from a config, nothing saved to disk
+        spec = ModelSpec(model, dtype="float32")
     else:
         folder = store(root).model(model).path
         if not (folder / "config.json").is_file():
@@ -257,8 +261,8 @@ def lens_ranks(root: Path, model: str, runs: tuple[str, ...], layers: list[int],
 @lru_cache(maxsize=1024)
 def _lens_ranks(root: str, model: str, runs: tuple[str, ...], layers: tuple[int, ...], index: int, prompt: str,
                 answers: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-    from probe.analysis.lens import answer_rank_prob
-    from probe.knowledge.scoring import encode_pair
+    from probe.analysis.lens import answer_rank_prob  # lazy: torch, only for the lens
+    from probe.knowledge.scoring import encode_pair  # lazy: torch, only for the lens
 
     lens, tok = _lens(root, model)
     first = [encode_pair(tok, prompt, a)[1][0] for a in answers]
@@ -320,8 +324,6 @@ def _figure_json(path: str, mtime_ns: int) -> str:
 
 def figure(root: Path, exp: Experiment, name: str):
     """An analysis figure (plotly JSON written by `probe analyze`) as a fresh ``go.Figure``, or None."""
-    import plotly.io as pio
-
     if not exp.analysis:
         return None
     path = store(root).analysis(exp.analysis).figure_file(name)

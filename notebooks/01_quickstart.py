@@ -19,7 +19,7 @@
 #
 # This notebook walks through the three building blocks of `probe` on a handful of facts:
 #
-# 1. **load a variant** (`probe.variants`): the original model and its compressed copy;
+# 1. **load a variant** (`probe.runtime.variant`): the original model and its compressed copy;
 # 2. **capture** (`probe.capture.run.capture`): run a few knowledge probes through both, hooked at every
 #    layer, into a zarr store;
 # 3. **read the store** (`probe.capture.store.open_run`): one probe's attention map, original vs
@@ -53,7 +53,7 @@ warnings.filterwarnings("ignore", message=".*(ipywidgets|IProgress)")  # progres
 
 from probe.artifacts import artifacts_root, read_manifest
 from probe.config import ModelSpec
-from probe.variants import variant_dir
+from probe.runtime.spec import variant_dir
 
 ROOT = artifacts_root()
 MODEL_SPEC = ModelSpec(MODEL, dtype="float32")
@@ -74,7 +74,8 @@ print(f"artifacts: {ROOT}")
 # %%
 import torch
 
-from probe.variants import VariantSpec, load_variant
+from probe.runtime.spec import VariantSpec
+from probe.runtime.variant import load_variant
 
 SPECS = {"original": VariantSpec(MODEL_SPEC), "compressed": VariantSpec(MODEL_SPEC, "compressed", COMPRESSION)}
 loaded = {name: load_variant(spec) for name, spec in SPECS.items()}

@@ -53,7 +53,7 @@ import pandas as pd
 from probe.artifacts import artifacts_root
 from probe.config import ModelSpec
 from probe.errors import ProbeError
-from probe.variants import VariantSpec, read_recovery, recovery_dir
+from probe.runtime.spec import VariantSpec, read_recovery, recovery_dir
 
 MODEL_SPEC = ModelSpec(MODEL, dtype="float32")
 IDP = VariantSpec(MODEL_SPEC, "idp", COMPRESSION)
@@ -101,7 +101,7 @@ if manifest.get("eval"):
 # %%
 import torch
 
-from probe.variants import capture_view, load_variant
+from probe.runtime.variant import capture_view, load_variant
 
 loaded = load_variant(IDP)
 view = capture_view(loaded)
@@ -124,7 +124,7 @@ pd.DataFrame({f"prompt {k}": [tok.decode([int(t)]) for t in nearest[k]] for k in
 # %%
 from probe.capture.store import captures_root, open_run
 from probe.knowledge.loaders import load_probes
-from probe.variants import model_key
+from probe.runtime.spec import model_key
 
 runs = [open_run(p.parent) for p in sorted((captures_root() / model_key(MODEL_SPEC)).glob("*/manifest.json"))]
 runs = [r for r in runs if r.manifest.get("variant") == "idp" and r.manifest.get("compression") == COMPRESSION
@@ -235,7 +235,7 @@ plt.show()
 
 # %%
 from probe.knowledge.scoring import hf_logits_fn, score_facts
-from probe.recover.kv_prefix import constant_selector, prefix_logits_fn
+from probe.runtime.kv_prefix import constant_selector, prefix_logits_fn
 
 facts = probe_set.split("eval").facts[:ABLATION_FACTS]
 settings = {f"prompt {k}": prefix_logits_fn(adapter.model, view.prefix, constant_selector(k)) for k in range(M)}

@@ -64,7 +64,7 @@ def eval_cmd(
     """Knowledge accuracy of a model variant on knowledge probes, per relation."""
     from probe.evaluation.run import EvalSpec, run_eval
     from probe.evaluation.table import eval_table
-    from probe.variants import VariantSpec
+    from probe.runtime.spec import VariantSpec
 
     spec = EvalSpec(
         variant=VariantSpec(_model_spec(model, model_path, device, dtype, device_map), variant, compression),
@@ -215,7 +215,8 @@ def capture_cmd(
     """Record activations and attention of a variant on knowledge probes into a resumable store."""
     from probe.capture.run import capture
     from probe.capture.spec import HOOK_KINDS, POSITIONS, CaptureSpec, parse_layers, parse_list
-    from probe.variants import VariantSpec
+    from probe.experiment.build import build_missing
+    from probe.runtime.spec import VariantSpec
 
     spec = CaptureSpec(
         variant=VariantSpec(_model_spec(model, model_path, device, model_dtype, device_map), variant, compression),
@@ -223,7 +224,7 @@ def capture_cmd(
         positions=parse_list(positions, POSITIONS, "position"), dtype=dtype, batch_size=batch_size, run=run,
         full_attention=full_attention, top_k=top_k, max_gb=max_gb, force=force, build=build,
     )
-    capture(spec)
+    capture(spec, build=build_missing)
 
 
 @app.command("runs")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from rich.table import Table
 
 from probe.artifacts import build_manifest
 from probe.config import ModelSpec
@@ -29,14 +30,9 @@ from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import LogitsFn
 from probe.progress import track
+from probe.runtime.spec import RECOVERY_VARIANTS, VariantSpec, compress_command, model_key
+from probe.runtime.variant import LoadedVariant, load_variant
 from probe.store import ArtifactStore
-from probe.variants import (
-    RECOVERY_VARIANTS,
-    LoadedVariant,
-    VariantSpec,
-    load_variant,
-    model_key,
-)
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ def built_variants(model: ModelSpec, compression: str) -> list[str]:
     store = ArtifactStore.default()
     if store.variant(model_key(model), compression).manifest() is None:
         raise ProbeError(f"compressed variant {compression!r} of {model.name} is not built: run "
-                         f"`probe compress --model {model.name} --method {compression}`")
+                         f"{compress_command(model, compression)}")
     return ["original", "compressed", *[m for m in RECOVERY_VARIANTS
                                         if store.recovery(model_key(model), compression, m).manifest() is not None]]
 
@@ -171,9 +167,7 @@ def measure_costs(spec: CostSpec) -> dict:
     return {**result, "path": str(path)}
 
 
-def cost_table(result: dict):
-    from rich.table import Table
-
+def cost_table(result: dict) -> Table:
     table = Table(title=f"Costs: {result['model']} / {result['compression']} ({result['device']}, "
                         f"batch {result['batch'][0]}×{result['batch'][1]}, medians)")
     for col in ("variant", "extra params", "extra KV pos", "forward ms", "gen ms/token", "memory MB"):

@@ -15,10 +15,9 @@ import numpy as np
 from probe.analysis.divergence import check_finite
 from probe.analysis.spec import VARIANT_ORDER, AnalyzeSpec
 from probe.capture.store import CaptureRun, captures_root, open_run
-from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.hooks import HOOKS
-from probe.variants import model_key
+from probe.store import model_key
 
 POS = "last"
 RECOVERIES = tuple(v for v in VARIANT_ORDER if v not in ("original", "compressed"))
@@ -40,7 +39,7 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
     the one with the most variants; captures of other probe sets (a quick look at a few probes)
     do not get in the way.
     """
-    folder = captures_root() / model_key(ModelSpec(spec.model))
+    folder = captures_root() / model_key(spec.model)
     if spec.runs:
         runs = [open_run(folder / r) for r in spec.runs]
         for r in runs:

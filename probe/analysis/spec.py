@@ -48,6 +48,6 @@ class AnalyzeSpec:
     @property
     def folder_name(self) -> str:
         from probe.config import ModelSpec
-        from probe.variants import model_key
+        from probe.runtime.spec import model_key
 
         return self.name or f"{model_key(ModelSpec(self.model))}-{self.compression}"

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from probe.capture.arrays import ArraySpec
 from probe.errors import ProbeError
 from probe.knowledge.schema import Fact
 from probe.knowledge.scoring import encode_pair
-from probe.variants import CaptureView
+from probe.models.bridge import HOOKS
+from probe.runtime.variant import CaptureView
 
 POINT_POSITIONS = ("last", "subject")  # one row per probe; "all" keeps every real token
 
@@ -65,19 +67,6 @@ def encode_probes(facts: Sequence[Fact], tokenizer, max_positions: int, n_prefix
 
 
 @dataclass(frozen=True)
-class ArraySpec:
-    """One stored array: shape (axis 0 = probes), dtype, and the fill for missing entries."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    fill: float | int = 0
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
-
-@dataclass(frozen=True)
 class Layout:
     """Which arrays a capture writes, with their shapes; also what the recorder computes."""
 
@@ -94,8 +83,6 @@ class Layout:
     dtype: str
 
     def hook_name(self, kind: str, layer: int) -> str:
-        from probe.models.bridge import HOOKS
-
         return HOOKS[kind].format(layer=layer)
 
     def arrays(self) -> dict[str, ArraySpec]:

@@ -11,44 +11,25 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from probe.artifacts import build_manifest, spec_hash
 from probe.capture.distributed import Ranks, close, init_ranks, rank_device
 from probe.capture.recorder import Layout, ProbeInput, Recorder, encode_probes, model_dims
 from probe.capture.spec import CaptureSpec
-from probe.capture.store import CaptureStore, captures_root, estimate_bytes, read_status
+from probe.capture.store import CaptureStore, captures_root, estimate_bytes, open_run, read_status
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.schema import Fact
+from probe.models.bridge import hook_model
 from probe.progress import console, track
-from probe.variants import RECOVERY_VARIANTS, VariantSpec, capture_view, load_variant, model_key, preflight_variant
+from probe.runtime.spec import VariantSpec, model_key
+from probe.runtime.variant import capture_view, load_variant, preflight_variant
 
 BatchCallback = Callable[[int], None]
+VariantBuilder = Callable[[VariantSpec], None]  # builds a variant that is missing (`--build`)
 
 
 def capture_path(spec: CaptureSpec) -> Path:
     return captures_root() / model_key(spec.variant.model) / spec.run_name
-
-
-def build_missing(spec: VariantSpec) -> None:
-    """``--build``: run the `probe compress` / `probe recover` a missing variant needs."""
-    from probe.artifacts import read_manifest
-    from probe.variants import recovery_dir, variant_dir
-
-    if spec.variant == "original":
-        return
-    if read_manifest(variant_dir(spec.model, spec.compression or "")) is None:
-        from probe.compress import build_spec, compress
-
-        compress(build_spec(spec.model.name, spec.compression or ""), device=spec.model.device)
-    if spec.variant in RECOVERY_VARIANTS and read_manifest(recovery_dir(spec.model, spec.compression or "",
-                                                                        spec.variant)) is None:
-        from probe.recover.run import recover
-        from probe.recover.spec import RecoverSpec
-
-        recover(RecoverSpec(model=spec.model.name, compression=spec.compression or "", method=spec.variant),
-                device=spec.model.device)
 
 
 def check_existing(spec: CaptureSpec, path: Path, content_hash: str) -> dict | None:
@@ -74,8 +55,6 @@ def probe_rows(facts: tuple[Fact, ...], inputs: list[ProbeInput]) -> list[dict]:
 
 def result_rows(rows: list[dict], store_path: Path, tokenizer) -> list[dict]:
     """The probe table with each probe's top-k tokens, answer rank and chosen prompt (read back)."""
-    from probe.capture.store import open_run
-
     run = open_run(store_path)
     ids, lps = run["logits/topk_ids"][:], run["logits/topk_logprobs"][:]
     rank, chosen = run["logits/answer_rank"][:], run["prompt/chosen"][:]
@@ -85,22 +64,29 @@ def result_rows(rows: list[dict], store_path: Path, tokenizer) -> list[dict]:
             for i, row in enumerate(rows)]
 
 
-def capture(spec: CaptureSpec, on_batch: BatchCallback | None = None) -> Path:
-    """Capture ``spec`` (sharded when under torchrun) and return the store's folder."""
+def capture(spec: CaptureSpec, on_batch: BatchCallback | None = None, build: VariantBuilder | None = None) -> Path:
+    """Capture ``spec`` (sharded when under torchrun) and return the store's folder.
+
+    With ``spec.build``, ``build`` first makes the variant if it is missing (the `probe capture --build`
+    command passes :func:`probe.experiment.build.build_missing`: building runs stages above capture).
+    """
     ranks = init_ranks(spec.variant.model.device)
     try:
-        return _capture(spec, ranks, on_batch)
+        return _capture(spec, ranks, on_batch, build)
     finally:
         close(ranks)
 
 
-def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None) -> Path:
+def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None, build: VariantBuilder | None) -> Path:
     vspec = replace(spec.variant, model=replace(spec.variant.model,
                                                 device=rank_device(spec.variant.model.device, ranks)))
     if spec.build:
         if ranks.world > 1:
             raise ProbeError("--build cannot run under torchrun: build the variant first without torchrun")
-        build_missing(vspec)
+        if build is None:
+            raise ProbeError("capture --build needs a builder: pass build=probe.experiment.build.build_missing, "
+                             "or build the variant first with `probe compress` / `probe recover`")
+        build(vspec)
     preflight_variant(vspec)
     path = capture_path(spec)
     content_hash = spec_hash(spec.content())
@@ -147,9 +133,6 @@ def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None) ->
         CaptureStore.create(path, arrays, spec.batch_size, manifest, rows)
     ranks.barrier()
     store = CaptureStore(path, spec.batch_size)
-
-    from probe.models.bridge import hook_model
-
     bridge = hook_model(replace(loaded.base, model=view.model))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     recorder = Recorder(bridge, view, layout, pad_id)
@@ -180,9 +163,3 @@ def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None) ->
     ranks.barrier()
     return path
 
-
-def top1_accuracy(path: Path) -> float:
-    """Share of probes whose answer is top-1 (equals `probe eval`'s top-1 accuracy)."""
-    from probe.capture.store import open_run
-
-    return float(np.mean(open_run(path)["logits/answer_top1"][:]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from probe.errors import ProbeError
 from probe.models.bridge import HOOKS
-from probe.variants import VariantSpec
+from probe.runtime.spec import VariantSpec
 
 HOOK_KINDS = tuple(HOOKS)  # resid_post, attn_out, mlp_out, pattern
 POSITIONS = ("last", "subject", "all")

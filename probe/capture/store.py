@@ -31,7 +31,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from probe.artifacts import artifacts_root, write_json_atomic
-from probe.capture.recorder import ArraySpec
+from probe.capture.arrays import ArraySpec
 from probe.errors import ProbeError
 
 MANIFEST = "manifest.json"

@@ -51,7 +51,7 @@ def bake_quantized(model: torch.nn.Module, masks: dict[str, torch.Tensor] | None
     ``masks`` (keep-masks by layer name, from a sparsifier) are re-applied first: zero is on
     every grid with an integer zero point, so masked weights stay on-grid.
     """
-    from compressed_tensors.quantization.lifecycle.forward import forward_quantize
+    from compressed_tensors.quantization.lifecycle.forward import forward_quantize  # lazy: start-up time
 
     n, worst = 0, 0.0
     for name, mod in model.named_modules():

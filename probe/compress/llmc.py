@@ -6,6 +6,10 @@ cached intermediates, which fails without an accelerator, so :func:`_no_pin_memo
 ``IntermediatesCache.pin_memory`` a no-op while AWQ runs. A sparsifier combined with a quantizer
 runs as two ``oneshot`` calls (sparsify, then quantize) so that the sparsity mask is known and
 can be re-applied after baking: GPTQ's error feedback would otherwise refill pruned weights.
+
+llmcompressor, compressed-tensors and datasets are imported inside the functions that use them
+(marked "lazy: start-up time"): llmcompressor takes ~1.3 s to import on top of torch and logs a
+warning on CPU, and every `probe` command that does not compress would pay for it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from probe.compress.spec import CompressSpec, parse_pattern
 
 def quant_scheme(spec: CompressSpec):
     """The compressed-tensors weight-only scheme for ``spec``'s quantizer."""
-    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme  # lazy: start-up time
 
     args = QuantizationArgs(num_bits=spec.bits, type="int", symmetric=spec.symmetric, strategy="group",
                             group_size=spec.group_size)
@@ -31,7 +35,7 @@ def quant_scheme(spec: CompressSpec):
 
 
 def sparsify_recipe(spec: CompressSpec) -> list:
-    from llmcompressor.modifiers.pruning import SparseGPTModifier
+    from llmcompressor.modifiers.pruning import SparseGPTModifier  # lazy: start-up time
 
     if spec.pattern:
         n, m = parse_pattern(spec.pattern)
@@ -46,7 +50,7 @@ def sparsify_recipe(spec: CompressSpec) -> list:
 
 
 def quantize_recipe(spec: CompressSpec) -> list:
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier  # lazy: start-up time
 
     groups = {"group_0": quant_scheme(spec)}
     if spec.quantizer == "gptq":
@@ -54,7 +58,7 @@ def quantize_recipe(spec: CompressSpec) -> list:
                              actorder="static" if spec.actorder == "static" else None)]
     quant = QuantizationModifier(config_groups=groups, ignore=list(spec.ignore))
     if spec.quantizer == "awq":
-        from llmcompressor.modifiers.transform.awq import AWQModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier  # lazy: start-up time
 
         return [AWQModifier(), quant]
     return [quant]
@@ -62,7 +66,7 @@ def quantize_recipe(spec: CompressSpec) -> list:
 
 @contextlib.contextmanager
 def _no_pin_memory() -> Iterator[None]:
-    from llmcompressor.pipelines.cache import IntermediatesCache
+    from llmcompressor.pipelines.cache import IntermediatesCache  # lazy: start-up time
 
     original = IntermediatesCache.pin_memory
     IntermediatesCache.pin_memory = lambda self, *a, **k: None
@@ -74,12 +78,12 @@ def _no_pin_memory() -> Iterator[None]:
 
 def run_oneshot(model: torch.nn.Module, tokenizer, texts: list[str], recipe: list, spec: CompressSpec) -> float:
     """Apply ``recipe`` in place on ``model`` with ``texts`` as calibration; returns seconds spent."""
-    from datasets import Dataset
-    from llmcompressor import oneshot
+    from datasets import Dataset  # lazy: start-up time
+    from llmcompressor import oneshot  # lazy: start-up time
 
     logging.getLogger("llmcompressor").setLevel(logging.WARNING)
     with contextlib.suppress(Exception):
-        from loguru import logger
+        from loguru import logger  # llmcompressor's logger, present only with it
 
         logger.remove()
     pin = _no_pin_memory() if spec.quantizer == "awq" else contextlib.nullcontext()

@@ -14,8 +14,13 @@ from dataclasses import replace
 import torch
 from rich.table import Table
 
+from probe.config import ModelSpec
+from probe.evaluation.perplexity import heldout_text, perplexity
+from probe.evaluation.run import EvalSpec, run_eval
 from probe.knowledge.scoring import hf_logits_fn
 from probe.progress import track
+from probe.runtime.spec import VariantSpec
+from probe.runtime.variant import LoadedVariant
 
 
 @torch.no_grad()
@@ -82,11 +87,6 @@ _ORIGINAL_RESULTS: dict[str, dict] = {}  # model hash → original's eval + perp
 
 def knowledge_and_perplexity(loaded_original, compressed: torch.nn.Module, label: str) -> dict:
     """Perplexity and eval-split top-1 of both models, and facts the original knows that the variant forgets."""
-    from probe.config import ModelSpec
-    from probe.evaluation.perplexity import heldout_text, perplexity
-    from probe.evaluation.run import EvalSpec, run_eval
-    from probe.variants import LoadedVariant, VariantSpec
-
     model_spec = ModelSpec(loaded_original.name)
     results = {}
     for key, model in (("original", loaded_original.model), ("variant", compressed)):

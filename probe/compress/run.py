@@ -7,6 +7,8 @@ interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import copy
+import json
 import resource
 import tempfile
 import time
@@ -14,9 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
 from probe.artifacts import MANIFEST, build_manifest, spec_hash, write_json_atomic
 from probe.compress.bake import bake_quantized, plain_copy
+from probe.compress.llmc import quantize_recipe, run_oneshot, sparsify_recipe
 from probe.compress.report import (
     gram_matrices,
     knowledge_and_perplexity,
@@ -25,10 +29,12 @@ from probe.compress.report import (
     reconstruction_errors,
     report_table,
 )
+from probe.compress.simple import magnitude_prune
 from probe.compress.spec import CompressSpec, check_against_model, target_linears
 from probe.config import ModelSpec
 from probe.corpus import filter_probe_leaks, general_corpus, load_text, refuse_probe_leaks
 from probe.errors import ProbeError
+from probe.knowledge.loaders import load_probes
 from probe.models.load import LoadedModel, load_model, preflight
 from probe.models.registry import REGISTRY
 from probe.progress import console, status
@@ -41,8 +47,6 @@ def _peak_rss_mb() -> float:
 
 def calibration_texts(spec: CompressSpec, loaded: LoadedModel | None) -> tuple[list[str], dict]:
     """The calibration texts and a description for the manifest; user text with eval probes is refused."""
-    from probe.knowledge.loaders import load_probes
-
     probes = load_probes("builtin")
     if spec.calibration:
         texts = load_text(spec.calibration)
@@ -70,9 +74,6 @@ def _ensure_folder(loaded: LoadedModel, workdir: Path) -> None:
 
 def _apply(spec: CompressSpec, loaded: LoadedModel, texts: list[str]) -> tuple[torch.nn.Module, dict]:
     """Compress ``loaded.model`` in place and return a plain dense copy plus stats."""
-    from probe.compress.llmc import quantize_recipe, run_oneshot, sparsify_recipe
-    from probe.compress.simple import magnitude_prune
-
     model, layers = loaded.model, target_linears(loaded.model, spec)
     stats: dict = {"oneshot_s": 0.0}
     masks = None
@@ -99,10 +100,6 @@ def _apply(spec: CompressSpec, loaded: LoadedModel, texts: list[str]) -> tuple[t
 
 def _load_compressed_tensors(path: Path) -> torch.nn.Module:
     """Decompress a compressed-tensors checkpoint folder (llmcompressor/vLLM) to a dense model."""
-    import json
-
-    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
-
     cfg = path / "config.json"
     if not cfg.is_file():
         raise ProbeError(f"--from {path} is not an HF model folder (no config.json): give a compressed-tensors folder")
@@ -196,6 +193,4 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
 
 def _clone(loaded: LoadedModel) -> torch.nn.Module:
     """An independent copy of the model to compress (the original stays intact for the report)."""
-    import copy
-
     return copy.deepcopy(loaded.model)

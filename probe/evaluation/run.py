@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from probe.artifacts import artifacts_root, build_manifest, spec_hash, write_json_atomic
+from probe.evaluation.perplexity import heldout_text, perplexity
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.schema import ProbeSet
 from probe.knowledge.scoring import FactScore, score_facts
-from probe.variants import LoadedVariant, VariantSpec, load_variant, model_key, preflight_variant
+from probe.runtime.spec import VariantSpec, model_key
+from probe.runtime.variant import LoadedVariant, load_variant, preflight_variant
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,6 @@ def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None, reuse: bool = 
                          batch_size=spec.batch_size, desc=f"Scoring {len(probes)} facts")
     ppl = None
     if spec.perplexity:
-        from probe.evaluation.perplexity import heldout_text, perplexity
-
         ppl = perplexity(base.tokenizer, loaded.logits_fn, heldout_text(), device=base.device)
     result = summarise(scores, spec, probes, loaded, ppl)
     write_json_atomic(result_path(result), {**result, "manifest": build_manifest("eval", spec)})

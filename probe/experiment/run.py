@@ -89,7 +89,7 @@ def _built_or_reused(folder: Path, build: Callable[[], object]) -> str:
 
 def _compress_stage(spec: ExperimentSpec, method: str) -> str:
     from probe.compress import build_spec, compress
-    from probe.variants import variant_dir
+    from probe.runtime.spec import variant_dir
 
     cspec = build_spec(spec.model, method, n_calibration=spec.n_calibration)
     return _built_or_reused(variant_dir(_model_spec(spec), cspec.label),
@@ -100,7 +100,7 @@ def _compress_stage(spec: ExperimentSpec, method: str) -> str:
 def _recover_stage(spec: ExperimentSpec, method: str) -> str:
     from probe.recover.run import recover
     from probe.recover.spec import RecoverSpec
-    from probe.variants import recovery_dir
+    from probe.runtime.spec import recovery_dir
 
     rspec = RecoverSpec(model=spec.model, compression=spec.target or "", method=method, steps=spec.steps)
     return _built_or_reused(recovery_dir(_model_spec(spec), spec.target or "", method),
@@ -111,7 +111,7 @@ def _recover_stage(spec: ExperimentSpec, method: str) -> str:
 def capture_spec(spec: ExperimentSpec, variant: str):
     """The capture of one variant this experiment makes."""
     from probe.capture.spec import CaptureSpec
-    from probe.variants import VariantSpec
+    from probe.runtime.spec import VariantSpec
 
     compression = None if variant == "original" else spec.target
     return CaptureSpec(variant=VariantSpec(_model_spec(spec), variant, compression), probes=spec.probes,
@@ -127,7 +127,7 @@ def _capture_folder(spec: ExperimentSpec, variant: str) -> Path:
 
 def _sources(spec: ExperimentSpec, variant: str) -> list[Path]:
     """The folders a variant is made from: its compressed variant and, for a recovery, the recovery."""
-    from probe.variants import recovery_dir, variant_dir
+    from probe.runtime.spec import recovery_dir, variant_dir
 
     model, target = _model_spec(spec), spec.target or ""
     folders = [] if variant == "original" else [variant_dir(model, target)]
@@ -164,7 +164,7 @@ def _costs_stage(spec: ExperimentSpec) -> str:
     import json
 
     from probe.costs import CostSpec, measure_costs
-    from probe.variants import model_key
+    from probe.runtime.spec import model_key
 
     cspec = CostSpec(spec.model, spec.target or "", repeats=spec.costs_repeats, device=spec.device)
     path = artifacts_root() / "costs" / model_key(_model_spec(spec)) / f"{spec.target}.json"

@@ -1,4 +1,4 @@
-"""Building and training an IDP prompt pool: options, k-means initialisation, routed student.
+"""Building and training an IDP prompt pool: k-means initialisation, routed student, balanced routing.
 
 Initialisation (``init="kmeans"``): the training windows are clustered (scikit-learn k-means)
 by the original model's mean residual entering ``select_layer``; prompt ``k`` starts as the
@@ -7,7 +7,7 @@ start different and tied to a region of the corpus. ``init="vocab"`` starts ever
 a different slice of one vocabulary text (ablation).
 
 Training routes every window with the inference rule (``training="joint"``), capped per batch
-by :func:`~probe.recover.idp.balanced_choice` against collapse, or by its k-means cluster
+by :func:`balanced_choice` against collapse, or by its k-means cluster
 (``training="cluster"``: each prompt learns its own cluster). Only the chosen prompt of a
 window receives its gradient: the window runs with that prompt prepended.
 """
@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from sklearn.cluster import KMeans
 
 from probe.errors import ProbeError
-from probe.recover.idp import IDPRouter, balanced_choice, mean_hidden
-from probe.recover.idp_options import IDPOptions
-from probe.recover.kv_prefix import prefix_from_embeddings
+from probe.runtime.idp_options import IDPOptions
+from probe.runtime.idp_router import IDPRouter, mean_hidden
+from probe.runtime.kv_prefix import prefix_from_embeddings
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # right-padded input_ids, attention_mask
 
@@ -37,8 +38,6 @@ def window_features(model: torch.nn.Module, batches: Sequence[Batch], layer: int
 def kmeans_init(original: torch.nn.Module, batches: Sequence[Batch], opts: IDPOptions,
                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(prompts [m, n, d], centroids [m, d])`` from k-means over the original's window features."""
-    from sklearn.cluster import KMeans
-
     feats = window_features(original, batches, opts.select_layer, opts.n)
     if len(feats) < opts.m:
         raise ProbeError(f"IDP with m={opts.m} prompts needs at least {opts.m} training windows, got "
@@ -85,5 +84,21 @@ def routed_student(model: torch.nn.Module, prompts: torch.nn.Parameter, opts: ID
     return student
 
 
-def usage_histogram(usage: Counter, m: int) -> list[int]:
-    return [int(usage.get(k, 0)) for k in range(m)]
+def balanced_choice(scores: torch.Tensor, capacity: float = 1.5) -> torch.Tensor:
+    """Argmax routing with a per-prompt cap of ``ceil(capacity * batch / m)`` rows (training only).
+
+    Rows are placed best-score first; a row whose favourite prompt is full takes its next best.
+    This keeps every prompt trained and guards against collapse onto one prompt.
+    """
+    b, m = scores.shape
+    cap = max(1, int(-(-capacity * b // m)))
+    load = [0] * m
+    choice = torch.empty(b, dtype=torch.long)
+    best, _ = scores.max(-1)
+    for row in best.argsort(descending=True).tolist():
+        for k in scores[row].argsort(descending=True).tolist():
+            if load[k] < cap:
+                choice[row] = k
+                load[k] += 1
+                break
+    return choice.to(scores.device)

@@ -1,9 +1,9 @@
-"""Prefix tuning (peft ``PrefixTuning``, no reparametrisation): learned keys/values at every layer.
+"""Training prefix tuning (peft ``PrefixTuning``, no reparametrisation): learned keys/values at every layer.
 
 peft stores the prefix as one embedding ``[n, layers * 2 * kv_heads * head_dim]`` and turns it
-into a cache in ``PeftModel.get_prompt``; we take that cache as a :class:`KVPrefix` (Llama's
-cached keys are used as given: no rotation is applied to them) and run inputs behind it at
-positions ``n..``, exactly as peft's forward does (tested to 1e-5).
+into a cache in ``PeftModel.get_prompt``; :class:`~probe.runtime.adapters.PrefixTuningRuntime`
+takes that cache as a KV prefix and runs inputs behind it at positions ``n..``, exactly as
+peft's forward does (tested to 1e-5).
 
 Initialisation: the keys/values the compressed model itself produces for ``spec.init_text``
 (``n_tokens`` tokens), so training starts from a real text prefix rather than N(0, 1) noise,
@@ -13,16 +13,12 @@ which wrecks the model's output before the first step.
 from __future__ import annotations
 
 import torch
+from peft import PrefixTuningConfig, get_peft_model
 
-from probe.recover.kv_prefix import KVPrefix
-from probe.recover.soft_prompt import PrefixMethod, init_token_ids
+from probe.recover.method import PrefixTraining
+from probe.recover.soft_prompt import init_token_ids
 from probe.recover.spec import RecoverSpec
-
-
-def peft_prefix(peft_model) -> KVPrefix:
-    """peft's own prefix cache (batch 1) as a KVPrefix with ``m = 1``; differentiable while training."""
-    cache = peft_model.get_prompt(batch_size=1)
-    return KVPrefix([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers])
+from probe.runtime.adapters import PrefixTuningRuntime
 
 
 def prefix_table(peft_model) -> torch.Tensor:
@@ -30,12 +26,8 @@ def prefix_table(peft_model) -> torch.Tensor:
     return peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
 
 
-class Prefix(PrefixMethod):
-    name = "prefix"
-
+class Prefix(PrefixTuningRuntime, PrefixTraining):
     def create(self, model, tokenizer, spec: RecoverSpec):
-        from peft import PrefixTuningConfig, get_peft_model
-
         peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=spec.n_tokens))
         ids = torch.tensor([init_token_ids(tokenizer, spec.init_text, spec.n_tokens)], device=model.device)
         with torch.no_grad():
@@ -47,9 +39,6 @@ class Prefix(PrefixMethod):
                 table[:, i, 0] = layer.keys[0].transpose(0, 1)
                 table[:, i, 1] = layer.values[0].transpose(0, 1)
         return peft_model
-
-    def make_prefix(self, adapter) -> KVPrefix:
-        return peft_prefix(adapter)
 
 
 METHOD = Prefix()

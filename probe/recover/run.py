@@ -37,17 +37,22 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from probe.artifacts import atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
 from probe.config import ModelSpec
 from probe.corpus import load_text
 from probe.errors import ProbeError
+from probe.evaluation.run import EvalSpec, run_eval
 from probe.knowledge.scoring import hf_logits_fn
 from probe.models.load import LoadedModel, load_model, preflight
 from probe.progress import console, status
 from probe.recover.data import build_data
-from probe.recover.spec import RecoverSpec, get_method
+from probe.recover.registry import get_method
+from probe.recover.spec import RecoverSpec
 from probe.recover.train import TrainResult, train
-from probe.variants import LoadedVariant, VariantSpec, recovery_dir, variant_dir
+from probe.runtime.spec import VariantSpec, compress_command, recovery_dir, variant_dir
+from probe.runtime.variant import LoadedVariant
 
 
 def check_inputs(spec: RecoverSpec, model_spec: ModelSpec) -> dict:
@@ -57,19 +62,15 @@ def check_inputs(spec: RecoverSpec, model_spec: ModelSpec) -> dict:
     compressed = read_manifest(variant_dir(model_spec, spec.compression))
     if compressed is None:
         raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model} is not built: run "
-                         f"`probe compress --model {spec.model} --method {spec.compression}`")
+                         f"{compress_command(model_spec, spec.compression)}")
     if spec.train_text and spec.train_data != "facts":
         load_text(spec.train_text)
     return compressed
 
 
 def plot_losses(result: TrainResult, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))  # no pyplot: no GUI backend, no global figure state
+    ax = fig.subplots()
     ax.plot(range(1, len(result.losses) + 1), result.losses, label="train (batch)")
     ax.axhline(result.held_out_before, color="grey", ls="--", label="held-out, start")
     ax.axhline(result.held_out_after, color="green", ls="--", label="held-out, end")
@@ -79,13 +80,10 @@ def plot_losses(result: TrainResult, path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def eval_variant(variant: LoadedVariant, reuse: bool = False) -> dict:
     """Eval-split result of ``variant``; with ``reuse``, a saved result of the same spec and parents."""
-    from probe.evaluation.run import EvalSpec, run_eval
-
     return run_eval(EvalSpec(variant=variant.spec), loaded=variant, reuse=reuse)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from probe.errors import ProbeError
-from probe.recover.idp_options import IDPOptions
+from probe.runtime.idp_options import IDPOptions
 
 METHODS: tuple[str, ...] = ("prompt", "prefix", "lora", "idp")
 OBJECTIVES = ("kl", "lm")
@@ -119,78 +119,3 @@ class RecoverSpec:
         """What identifies the recovery (its manifest's spec and hash): IDP settings only for IDP."""
         return {k: v for k, v in self.as_dict().items() if self.method == "idp" or not k.startswith("idp_")}
 
-
-class RecoveryMethod:
-    """What each method (prompt, prefix, lora; the lead's idp) provides on top of peft.
-
-    ``create`` wraps a frozen model in a fresh peft adapter; ``student`` is the differentiable
-    logits-of-real-tokens function the training loop calls; ``logits_fn`` is the inference
-    :class:`~probe.knowledge.scoring.LogitsFn` (KV-cache contract of ``score_facts``).
-    Saving and loading go through peft (``adapter_model.safetensors`` + ``adapter_config.json``).
-    """
-
-    name: str = ""
-
-    def prepare(self, original, data, spec: RecoverSpec) -> None:
-        """Look at the original model and the training data before ``create`` (IDP's k-means init)."""
-
-    def hook_view(self, adapter) -> tuple:
-        """``(module to hook, KVPrefix or None, selector or None)`` for capture and analysis."""
-        raise NotImplementedError
-
-    def annotate(self, adapter, facts, tokenizer) -> dict:
-        """Extra per-fact results saved with eval results (IDP: the prompt each fact chose)."""
-        return {}
-
-    def create(self, model, tokenizer, spec: RecoverSpec):
-        raise NotImplementedError
-
-    def student(self, peft_model):
-        raise NotImplementedError
-
-    def logits_fn(self, peft_model):
-        raise NotImplementedError
-
-    def extra_kv_positions(self, peft_model) -> int:
-        return 0
-
-    def save(self, peft_model, folder) -> None:
-        peft_model.save_pretrained(folder, safe_serialization=True)
-
-    def load(self, model, folder):
-        """The saved adapter on ``model`` (frozen); a mismatching base is a one-line error."""
-        import torch
-        from peft import PeftModel
-
-        try:
-            peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False).eval()
-            with torch.no_grad():  # prompt-learning configs load into any model: one token shows a misfit
-                one = torch.zeros((1, 1), dtype=torch.long, device=model.device)
-                self.logits_fn(peft_model)(one, torch.ones_like(one))
-            return peft_model
-        except (RuntimeError, ValueError, KeyError, IndexError) as exc:
-            raise ProbeError(f"the {self.name} adapter in {folder} does not fit this model (trained on another "
-                             f"base model?): {str(exc).splitlines()[0][:200]}") from None
-
-    def extra_parameters(self, peft_model) -> int:
-        """Parameters the adapter adds (what is saved), whether trainable now or not."""
-        from peft import get_peft_model_state_dict
-
-        return sum(t.numel() for t in get_peft_model_state_dict(peft_model).values())
-
-
-# method name -> module defining ``METHOD`` (a RecoveryMethod); imported lazily (torch, peft)
-METHOD_MODULES: dict[str, str] = {
-    "prompt": "probe.recover.soft_prompt",
-    "prefix": "probe.recover.prefix",
-    "lora": "probe.recover.lora",
-    "idp": "probe.recover.idp_method",
-}
-
-
-def get_method(name: str) -> RecoveryMethod:
-    import importlib
-
-    if name not in METHOD_MODULES:
-        raise ProbeError(f"unknown recovery method {name!r}: use one of {', '.join(METHOD_MODULES)}")
-    return importlib.import_module(METHOD_MODULES[name]).METHOD

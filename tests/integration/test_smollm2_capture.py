@@ -13,7 +13,7 @@ from probe.capture.store import open_run
 from probe.config import ModelSpec
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import hf_logits_fn, score_facts
-from probe.variants import VariantSpec
+from probe.runtime.spec import VariantSpec
 from tests.conftest import load_smollm2
 
 LAYERS = (0, 14, 28)

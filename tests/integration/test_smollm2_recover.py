@@ -30,7 +30,7 @@ def rtn3(w: torch.Tensor, group: int = 64) -> torch.Tensor:
 def root(tmp_path_factory, smollm2_folder):
     from probe.artifacts import atomic_dir, build_manifest
     from probe.config import ModelSpec
-    from probe.variants import variant_dir
+    from probe.runtime.spec import variant_dir
     from tests.conftest import load_smollm2, module_artifacts
 
     with module_artifacts(tmp_path_factory, smollm2_folder, "recover") as root:
@@ -70,7 +70,7 @@ def test_recovered_variant_evaluates(root):
     from probe.config import ModelSpec
     from probe.evaluation.run import EvalSpec, run_eval
     from probe.recover.run import recover
-    from probe.variants import VariantSpec
+    from probe.runtime.spec import VariantSpec
 
     recover(short("prompt"), with_eval=False)  # reused when the test above built it
     spec = VariantSpec(ModelSpec("smollm2-135m", dtype="float32"), "prompt", PRESET)

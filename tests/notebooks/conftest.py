@@ -53,7 +53,7 @@ def build_artifacts(root: Path, probes: Path) -> dict[str, float]:
     from probe.evaluation.run import EvalSpec, run_eval
     from probe.recover.run import recover
     from probe.recover.spec import RecoverSpec
-    from probe.variants import VariantSpec
+    from probe.runtime.spec import VariantSpec
 
     seconds: dict[str, float] = {}
     t = time.perf_counter()

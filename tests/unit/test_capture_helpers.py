@@ -9,7 +9,7 @@ import numpy as np
 
 from probe.capture.spec import CaptureSpec
 from probe.config import ModelSpec
-from probe.variants import VariantSpec
+from probe.runtime.spec import VariantSpec
 
 FACTS = [
     ("France", "The capital of France is", "Paris"), ("Japan", "The capital of Japan is", "Tokyo"),

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import probe.capture.run as capture_run
-from probe.capture.recorder import CaptureView
 from probe.capture.run import capture
 from probe.capture.store import open_run
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import hf_logits_fn, score_facts
 from probe.models.tiny import build_tiny_llama
-from probe.recover.kv_prefix import KVPrefix, prefix_from_embeddings
+from probe.runtime.kv_prefix import KVPrefix, prefix_from_embeddings
+from probe.runtime.variant import CaptureView
 from tests.unit.test_capture_helpers import build_capture_cfg, probe_file
 
 N_LAYERS = 4

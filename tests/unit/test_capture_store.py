@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from probe.capture.run import capture
 from probe.capture.store import list_runs, open_run
 from probe.cli import app
+from probe.compress import build_spec, compress
 from probe.errors import ProbeError
 from tests.unit.test_capture_helpers import assert_same_arrays, build_capture_cfg, probe_file
 
@@ -125,8 +126,6 @@ def test_cli_rejects_bad_flags(artifacts, flags, message):
 
 
 def test_cli_captures_compressed_variant_and_lists_runs(artifacts, tmp_path):
-    from probe.compress import build_spec, compress
-
     compress(build_spec("tiny-llama", "rtn3", n_calibration=4, seq_len=32))
     path = probe_file(tmp_path, n=5)
     runner = CliRunner()

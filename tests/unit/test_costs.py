@@ -13,7 +13,8 @@ from probe.costs import CostSpec, cost_table, generate_greedy, measure_costs, pr
 from probe.errors import ProbeError
 from probe.recover.run import recover
 from probe.recover.spec import RecoverSpec
-from probe.variants import VariantSpec, load_variant
+from probe.runtime.spec import VariantSpec
+from probe.runtime.variant import load_variant
 from tests.unit.test_recover_run import TINY, make_tiny_variant
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import dashboards.app
 from dashboards import data
+from dashboards.app import create_app
 from probe.cli import app
 from probe.errors import ProbeError
 from tests.browser.conftest import COMPRESSION, MODEL, N_FULL, UNFINISHED, build_artifacts
@@ -92,15 +94,11 @@ def test_fact_status_lens_prompt_choice_and_figures(root, exp):
 
 
 def test_create_app_refuses_a_missing_folder(tmp_path):
-    from dashboards.app import create_app
-
     with pytest.raises(ProbeError, match="does not exist: pass --artifacts"):
         create_app(tmp_path / "nowhere")
 
 
 def test_cli_binds_localhost_without_debug_unless_told(monkeypatch, root):
-    import dashboards.app
-
     calls = []
     monkeypatch.setattr(dashboards.app, "serve", lambda *a, **kw: calls.append((a, kw)))
     assert CliRunner().invoke(app, ["dashboard", "--artifacts", str(root)]).exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -10,14 +11,10 @@ import torch
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.load import load_model
-from probe.recover.idp import (
-    IDPRouter,
-    balanced_choice,
-    prompt_attention_mass,
-    reduce_mass,
-    residual_before,
-)
-from probe.recover.kv_prefix import prefix_from_embeddings, prefix_logits_fn
+from probe.recover.idp_pool import balanced_choice, kmeans_init, routed_student
+from probe.runtime.idp_options import IDPOptions
+from probe.runtime.idp_router import IDPRouter, mean_hidden, prompt_attention_mass, reduce_mass, residual_before
+from probe.runtime.kv_prefix import prefix_from_embeddings, prefix_logits_fn
 
 M, N = 4, 3
 
@@ -153,8 +150,6 @@ def test_deeper_selection_layer_and_max_statistic_run(tiny, pool, batch):
 
 @torch.no_grad()
 def test_centroid_routing_picks_nearest_centroid(tiny, pool, batch):
-    from probe.recover.idp import mean_hidden
-
     prefix = prefix_from_embeddings(tiny.model, pool)
     feats = mean_hidden(tiny.model, batch.input_ids, batch.attention_mask, 0, N)
     centroids = torch.stack([feats[2], feats[0], feats[1], feats[0] + 100.0])
@@ -181,18 +176,11 @@ def test_balanced_choice_caps_load_and_prefers_best():
 
 
 def test_routed_student_trains_only_the_chosen_prompts(tiny, batch):
-    from collections import Counter
-
-    from probe.recover.idp_options import IDPOptions
-    from probe.recover.idp_pool import routed_student
-
     opts = IDPOptions(m=M, n=N, routing="centroid", training="cluster")
     model = tiny.model
     init = torch.randn(M, N, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
     prompts = torch.nn.Parameter(init)
     with torch.no_grad():
-        from probe.recover.idp import mean_hidden
-
         feats = mean_hidden(model, batch.input_ids, batch.attention_mask, 0, N)
     centroids = torch.stack([feats[0], feats[1], feats[2], feats[2] + 100.0])  # rows go to prompts 0, 1, 2
     usage: Counter = Counter()
@@ -210,9 +198,6 @@ def test_routed_student_trains_only_the_chosen_prompts(tiny, batch):
 
 
 def test_kmeans_init_gives_distinct_prompts_from_corpus_windows(tiny):
-    from probe.recover.idp_options import IDPOptions
-    from probe.recover.idp_pool import kmeans_init
-
     tok = tiny.tokenizer
     texts = ["cats and dogs play", "stock markets fell today", "the river floods in spring", "bake bread slowly",
              "dogs chase cats", "bonds and stocks rose", "spring rain on rivers", "knead the dough"]

@@ -10,7 +10,9 @@ import torch
 from probe.errors import ProbeError
 from probe.evaluation.run import EvalSpec, run_eval
 from probe.recover.run import recover
-from probe.variants import VariantSpec, capture_view, load_variant
+from probe.runtime.kv_prefix import prefix_logits_fn
+from probe.runtime.spec import VariantSpec
+from probe.runtime.variant import capture_view, load_variant
 from tests.unit.test_recover_run import TINY, fast, make_tiny_variant
 
 
@@ -49,8 +51,6 @@ def test_idp_eval_records_the_chosen_prompt_per_fact(trained):
 
 def test_idp_forced_choice_equals_single_prompt_variant_logits(trained):
     """The loaded IDP variant, with its router forced to k, equals prepending pool prompt k."""
-    from probe.recover.kv_prefix import prefix_logits_fn
-
     loaded = load_variant(VariantSpec(TINY, "idp", "fake3"))
     model, pool = loaded.adapter.model, loaded.adapter.prompts.detach()
     enc = loaded.base.tokenizer(["The capital of France is", "Gold"], return_tensors="pt", padding=True)

@@ -6,14 +6,16 @@ import pytest
 import torch
 
 from probe.models.tiny import build_tiny_llama
-from probe.recover.kv_prefix import KVPrefix, prefix_from_embeddings
 from probe.recover.lora import METHOD as LORA
-from probe.recover.lora import merged_copy
 from probe.recover.prefix import METHOD as PREFIX
-from probe.recover.prefix import peft_prefix, prefix_table
+from probe.recover.prefix import prefix_table
+from probe.recover.registry import TRAINABLE
 from probe.recover.soft_prompt import METHOD as PROMPT
-from probe.recover.soft_prompt import prompt_embeddings
-from probe.recover.spec import RecoverSpec
+from probe.recover.spec import METHODS, RecoverSpec
+from probe.runtime.adapters import merged_copy, peft_prefix, prompt_embeddings
+from probe.runtime.kv_prefix import KVPrefix, prefix_from_embeddings
+from probe.runtime.spec import RECOVERY_VARIANTS
+from probe.runtime.variant import RUNTIMES
 
 
 def batch(tok) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,3 +140,9 @@ def test_prompt_cache_continuation_matches_full_pass():
         rest, _ = fn(ids[:, 4:], mask, past=past)
     assert torch.allclose(torch.cat([first, rest], 1), full, atol=1e-5)
     assert prefix_from_embeddings  # imported API used by the soft prompt
+
+
+def test_every_recovery_variant_has_one_runtime_and_one_trainer_built_on_it():
+    assert tuple(RUNTIMES) == tuple(TRAINABLE) == RECOVERY_VARIANTS == METHODS
+    for name, trainer in TRAINABLE.items():
+        assert trainer.name == name and isinstance(trainer, type(RUNTIMES[name]))

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 from probe.artifacts import atomic_dir, build_manifest
 from probe.config import ModelSpec
 from probe.errors import ProbeError
-from probe.models.tiny import build_tiny_llama
+from probe.evaluation.run import EvalSpec, result_path, run_eval
+from probe.models.tiny import build_tiny_llama, tiny_config
+from probe.recover.registry import get_method
 from probe.recover.run import recover
 from probe.recover.spec import RecoverSpec
-from probe.variants import VariantSpec, load_variant, recovery_dir, variant_dir
+from probe.runtime.spec import VariantSpec, recovery_dir, variant_dir
+from probe.runtime.variant import load_variant
 
 TINY = ModelSpec("tiny-llama")
 
@@ -86,8 +91,6 @@ def test_missing_recovery_names_recover_command(tiny_variant):
 
 
 def test_adapter_from_another_base_is_refused(tiny_variant, tmp_path):
-    import shutil
-
     saved = shutil.move(recover(fast("prompt"), with_eval=False).parent, tmp_path / "recover")
     make_tiny_variant(seed=6)  # the compressed variant is rebuilt; the old adapter is copied back in
     shutil.move(saved, tiny_variant / "recover")
@@ -97,11 +100,6 @@ def test_adapter_from_another_base_is_refused(tiny_variant, tmp_path):
 
 @pytest.mark.parametrize("method", ["prompt", "prefix", "lora"])
 def test_adapter_with_wrong_shapes_is_one_line_error(tmp_path, method):
-    from transformers import LlamaForCausalLM
-
-    from probe.models.tiny import tiny_config
-    from probe.recover.spec import get_method
-
     impl = get_method(method)
     model, tok = build_tiny_llama()
     impl.save(impl.create(model, tok, fast(method)), tmp_path / "adapter")
@@ -147,8 +145,6 @@ def test_cli_bad_input_is_one_line_exit_2(artifacts):
 
 
 def test_saved_eval_is_reused_only_for_the_same_parents(tiny_variant):
-    from probe.evaluation.run import EvalSpec, result_path, run_eval
-
     loaded = load_variant(VariantSpec(TINY, "compressed", "fake3"))
     spec = EvalSpec(variant=loaded.spec, relations=("capital",))
     first = run_eval(spec, loaded=loaded)

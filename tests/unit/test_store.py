@@ -65,8 +65,8 @@ def test_layout_equals_the_path_functions_of_the_stages(artifacts):
     from probe.capture.spec import CaptureSpec
     from probe.config import ModelSpec
     from probe.evaluation.run import result_path
-    from probe.variants import VariantSpec, recovery_dir, variant_dir
-    from probe.variants import model_key as variants_model_key
+    from probe.runtime.spec import VariantSpec, recovery_dir, variant_dir
+    from probe.runtime.spec import model_key as variants_model_key
 
     store = ArtifactStore.default()
     spec = ModelSpec("tiny-llama")

@@ -1,11 +1,11 @@
-"""Inference-time Dynamic Prompting (IDP): a pool of soft prompts, one chosen per input.
+"""Inference-time Dynamic Prompting (IDP): a pool of soft prompts, one chosen per input (the router).
 
 The paper (arXiv 2310.00867) says only that a pool of ``m`` prompts of ``n`` tokens is trained
 and that, per input, the prompt receiving the highest mean attention is the one used. No
 public code exists; every unknown is an explicit option here, recorded in the manifest:
 
 * **Prefix computation.** Every prompt sits at positions ``0..n-1`` and attends only to itself,
-  so its keys/values are input-independent: computed once (:class:`~probe.recover.kv_prefix.KVPrefix`)
+  so its keys/values are input-independent: computed once (:class:`~probe.runtime.kv_prefix.KVPrefix`)
   and reused for every input.
 * **Selection** (:func:`prompt_attention_mass`): at layer ``select_layer`` (default 0) the
   input's queries attend jointly over the keys of *all* prompts and the input's own causal
@@ -30,8 +30,8 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from probe.errors import ProbeError
-from probe.recover.idp_options import ROUTINGS, STATISTICS
-from probe.recover.kv_prefix import KVPrefix, Selector
+from probe.runtime.idp_options import ROUTINGS, STATISTICS
+from probe.runtime.kv_prefix import KVPrefix
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -154,25 +154,3 @@ class IDPRouter:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.scores(input_ids, attention_mask).argmax(-1)
 
-    def as_selector(self) -> Selector:
-        return self
-
-
-def balanced_choice(scores: torch.Tensor, capacity: float = 1.5) -> torch.Tensor:
-    """Argmax routing with a per-prompt cap of ``ceil(capacity * batch / m)`` rows (training only).
-
-    Rows are placed best-score first; a row whose favourite prompt is full takes its next best.
-    This keeps every prompt trained and guards against collapse onto one prompt.
-    """
-    b, m = scores.shape
-    cap = max(1, int(-(-capacity * b // m)))
-    load = [0] * m
-    choice = torch.empty(b, dtype=torch.long)
-    best, _ = scores.max(-1)
-    for row in best.argsort(descending=True).tolist():
-        for k in scores[row].argsort(descending=True).tolist():
-            if load[k] < cap:
-                choice[row] = k
-                load[k] += 1
-                break
-    return choice.to(scores.device)

@@ -1,45 +1,38 @@
-"""Variants: a base model plus compression plus recovery, loaded as one runnable model.
+"""Load a variant (a base model plus compression plus recovery) as one runnable model.
 
-A variant is named by ``--variant`` and, except for the original, ``--compression PRESET``.
-Compressed variants live under ``artifacts/variants/<model>/<preset>/`` as plain HF folders.
+:func:`load_variant` gives a :class:`LoadedVariant`: the model, its logits function and, for a
+recovery, the adapter with its :class:`~probe.runtime.adapters.RecoveryRuntime`;
+:func:`capture_view` is what capture hooks. What names a variant and where it is stored is
+:mod:`probe.runtime.spec`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from probe.artifacts import artifacts_root, read_manifest
-from probe.config import ModelSpec
+from probe.artifacts import read_manifest
 from probe.errors import ProbeError
 from probe.knowledge.scoring import LogitsFn, hf_logits_fn
 from probe.models.load import LoadedModel, load_model, preflight
-from probe.recover.kv_prefix import KVPrefix, Selector
+from probe.runtime.adapters import LoraRuntime, PrefixTuningRuntime, RecoveryRuntime, SoftPromptRuntime
+from probe.runtime.idp import IDPRuntime
+from probe.runtime.kv_prefix import KVPrefix, Selector
+from probe.runtime.spec import (
+    RECOVERY_VARIANTS,
+    VariantSpec,
+    compress_command,
+    model_key,
+    read_recovery,
+    recover_command,
+    recovery_dir,
+    variant_dir,
+)
 
-RECOVERY_VARIANTS = ("prompt", "prefix", "lora", "idp")  # trained by `probe recover --method`
-VARIANTS = ("original", "compressed", *RECOVERY_VARIANTS)
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """Which variant of which model."""
-
-    model: ModelSpec
-    variant: str = "original"
-    compression: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ProbeError(f"unknown variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
-        if self.variant != "original" and not self.compression:
-            raise ProbeError(f"variant {self.variant!r} needs --compression PRESET (e.g. gptq3)")
-
-    @property
-    def label(self) -> str:
-        return self.variant if self.variant == "original" else f"{self.compression}/{self.variant}"
+RUNTIMES: dict[str, RecoveryRuntime] = {r.name: r for r in (SoftPromptRuntime(), PrefixTuningRuntime(), LoraRuntime(),
+                                                             IDPRuntime())}
 
 
 @dataclass
@@ -60,7 +53,7 @@ class LoadedVariant:
     logits_fn: LogitsFn
     parents: dict[str, str]
     adapter: Any = None
-    method: Any = None
+    method: RecoveryRuntime | None = None
 
     def annotate(self, facts) -> dict:
         """Method-specific per-fact results to save with eval results (IDP: the chosen prompt)."""
@@ -74,31 +67,10 @@ def capture_view(loaded: LoadedVariant) -> CaptureView:
     return CaptureView(*loaded.method.hook_view(loaded.adapter))
 
 
-def model_key(spec: ModelSpec) -> str:
-    """Folder-safe name of the base model (registry name or the folder's name)."""
-    return spec.name if "/" not in spec.name else Path(spec.name).name
-
-
-def variant_dir(model: ModelSpec, compression: str) -> Path:
-    return artifacts_root() / "variants" / model_key(model) / compression
-
-
-def recovery_dir(model: ModelSpec, compression: str, method: str) -> Path:
-    """Where `probe recover` saves ``method`` trained on the compressed variant ``compression``."""
-    return variant_dir(model, compression) / "recover" / method
-
-
-def recover_command(model: ModelSpec, compression: str, method: str) -> str:
-    return f"`probe recover --model {model.name} --compression {compression} --method {method}`"
-
-
-def read_recovery(spec: VariantSpec) -> dict:
-    """The finished recovery's manifest, or an error naming the `probe recover` command to run."""
-    manifest = read_manifest(recovery_dir(spec.model, spec.compression or "", spec.variant))
-    if manifest is None:
-        raise ProbeError(f"recovery {spec.variant!r} of {spec.model.name}/{spec.compression} is not built: run "
-                         f"{recover_command(spec.model, spec.compression or '', spec.variant)}")
-    return manifest
+def get_runtime(name: str) -> RecoveryRuntime:
+    if name not in RUNTIMES:
+        raise ProbeError(f"unknown recovery method {name!r}: use one of {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]
 
 
 def preflight_variant(spec: VariantSpec) -> None:
@@ -106,7 +78,7 @@ def preflight_variant(spec: VariantSpec) -> None:
     preflight(spec.model)
     if spec.variant != "original" and read_manifest(variant_dir(spec.model, spec.compression or "")) is None:
         raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model.name} is not built: run "
-                         f"`probe compress --model {spec.model.name} --method {spec.compression}`")
+                         f"{compress_command(spec.model, spec.compression or '')}")
     if spec.variant in RECOVERY_VARIANTS:
         read_recovery(spec)
 
@@ -120,7 +92,7 @@ def load_variant(spec: VariantSpec) -> LoadedVariant:
     manifest = read_manifest(folder)
     if manifest is None:
         raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model.name} is not built: run "
-                         f"`probe compress --model {spec.model.name} --method {spec.compression}`")
+                         f"{compress_command(spec.model, spec.compression or '')}")
     base = load_model(replace(spec.model, name=str(folder), model_path=None))
     base.name = model_key(spec.model)
     parents = {"model": manifest.get("parents", {}).get("model", ""), "compressed": manifest["spec_hash"]}
@@ -131,8 +103,6 @@ def load_variant(spec: VariantSpec) -> LoadedVariant:
 
 def _load_recovery(spec: VariantSpec, base: LoadedModel, parents: dict[str, str]) -> LoadedVariant:
     """The saved recovery adapter on the loaded compressed variant (its weights stay frozen)."""
-    from probe.recover.spec import get_method
-
     recovery = read_recovery(spec)
     folder = recovery_dir(spec.model, spec.compression or "", spec.variant)
     trained_on = recovery.get("parents", {}).get("compressed")
@@ -140,7 +110,7 @@ def _load_recovery(spec: VariantSpec, base: LoadedModel, parents: dict[str, str]
         raise ProbeError(f"the {spec.variant} adapter in {folder} was trained on another base model (compressed "
                          f"{trained_on}, this one is {parents['compressed']}): rerun "
                          f"{recover_command(spec.model, spec.compression or '', spec.variant)[:-1]} --force`")
-    method = get_method(spec.variant)
-    peft_model = method.load(base.model, folder / "adapter")
-    return LoadedVariant(spec, base, method.logits_fn(peft_model), {**parents, "recovery": recovery["spec_hash"]},
-                         peft_model, method)
+    method = get_runtime(spec.variant)
+    adapter = method.load(base.model, folder / "adapter")
+    return LoadedVariant(spec, base, method.logits_fn(adapter), {**parents, "recovery": recovery["spec_hash"]},
+                         adapter, method)
