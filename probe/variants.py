@@ -18,6 +18,7 @@ from probe.errors import ProbeError
 from probe.knowledge.scoring import LogitsFn, hf_logits_fn
 from probe.models.load import LoadedModel, load_model, preflight
 from probe.recover.kv_prefix import KVPrefix, Selector
+from probe.settings import setting
 
 RECOVERY_VARIANTS = ("prompt", "prefix", "lora", "idp")  # trained by `probe recover --method`
 VARIANTS = ("original", "compressed", *RECOVERY_VARIANTS)
@@ -28,8 +29,9 @@ class VariantSpec:
     """Which variant of which model."""
 
     model: ModelSpec
-    variant: str = "original"
-    compression: str | None = None
+    variant: str = setting("original", "Which variant of the model", choices=VARIANTS)
+    compression: str | None = setting(None, "Compressed variant (preset), e.g. gptq3; needed by every variant "
+                                            "but the original", default_text="none (the original)")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
