@@ -10,6 +10,7 @@ from probe.settings import setting
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 DEVICE_MAPS = ("auto", "balanced", "sequential")
+DEFAULT_COMPRESSION = "gptq3"  # the compressed variant commands work on unless told
 
 
 @dataclass(frozen=True)

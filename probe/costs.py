@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from probe.artifacts import artifacts_root, build_manifest, read_manifest, write_json_atomic
-from probe.config import ModelSpec
+from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import LogitsFn
 from probe.progress import track
+from probe.settings import like, setting
 from probe.variants import (
     RECOVERY_VARIANTS,
     LoadedVariant,
@@ -42,12 +43,12 @@ from probe.variants import (
 
 @dataclass(frozen=True)
 class CostSpec:
-    model: str = "smollm2-135m"
-    compression: str = "gptq3"
-    repeats: int = 5
-    n_probes: int = 32
-    gen_tokens: int = 16
-    device: str = "cpu"
+    model: str = like(ModelSpec, "name")
+    compression: str = setting(DEFAULT_COMPRESSION, "Compressed variant, e.g. gptq3")
+    repeats: int = setting(5, "Timed repeats per variant (median reported)", unit="repeats", min=1)
+    n_probes: int = setting(32, "Eval probes in the forward batch", unit="probes", min=1)
+    gen_tokens: int = setting(16, "Greedy tokens generated", unit="tokens", min=1)
+    device: str = like(ModelSpec, "device")
 
     def __post_init__(self) -> None:
         if min(self.repeats, self.n_probes, self.gen_tokens) < 1:

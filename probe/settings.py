@@ -22,6 +22,8 @@ from typing import Any
 from probe.errors import ProbeError
 
 KEY = "probe.setting"
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()  # no command-line default declared
+_SAME: Any = object()
 
 
 @dataclass(frozen=True)
@@ -38,23 +40,31 @@ class Setting:
     max: float | None = None
     default_text: str | None = None  # what the default means when the code computes it
     parse: Callable[[str], Any] | None = None  # CLI text → value (e.g. "all" → None for layers)
+    cli_default: Any = UNSET  # what the command line assumes for a required field
 
 
 def setting(default: Any = MISSING, help: str = "", *, unit: str = "", name: str | None = None,
             flag: str | None = None, aliases: tuple[str, ...] = (), choices: tuple[Any, ...] = (),
             min: float | None = None, max: float | None = None, default_text: str | None = None,
-            parse: Callable[[str], Any] | None = None) -> Any:
-    """A dataclass field with its default, help text and unit (``default`` MISSING: required)."""
-    meta = Setting(help, unit, name, flag, tuple(aliases), tuple(choices), min, max, default_text, parse)
+            parse: Callable[[str], Any] | None = None, cli_default: Any = UNSET) -> Any:
+    """A dataclass field with its default, help text and unit (``default`` MISSING: required, then the
+    command line uses ``cli_default``)."""
+    meta = Setting(help, unit, name, flag, tuple(aliases), tuple(choices), min, max, default_text, parse,
+                   cli_default)
     return dataclasses.field(default=default, metadata={KEY: meta})
 
 
-def like(cls: type, field_name: str, default: Any = MISSING, **changes: Any) -> Any:
-    """A field declared as ``cls.field_name`` is (same help, unit, flag), e.g. RecoverSpec.model = ModelSpec.name."""
+def like(cls: type, field_name: str, default: Any = _SAME, **changes: Any) -> Any:
+    """A field declared as ``cls.field_name`` is (same help, unit, flag), e.g. RecoverSpec.model = ModelSpec.name.
+
+    ``default=MISSING`` makes it required; the command line then assumes the original's default.
+    """
     field = _fields(cls)[field_name]
-    meta = dataclasses.replace(field.metadata[KEY], **changes)
-    value = field.default if default is MISSING else default
-    return dataclasses.field(default=value, metadata={KEY: meta})
+    meta = field.metadata[KEY]
+    if default is MISSING and meta.cli_default is UNSET:
+        changes.setdefault("cli_default", field.default)
+    meta = dataclasses.replace(meta, **changes)
+    return dataclasses.field(default=field.default if default is _SAME else default, metadata={KEY: meta})
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,11 @@ class Option:
     @property
     def required(self) -> bool:
         return self.default is MISSING
+
+    @property
+    def cli_default(self) -> Any:
+        """The command line's default: the field's, or for a required field the declared ``cli_default``."""
+        return self.setting.cli_default if self.required else self.default
 
     @property
     def item_type(self) -> Any:
@@ -187,11 +202,11 @@ def _walk(cls: type, prefix: tuple[str, ...]):
             yield Option(meta.name or f.name, (*prefix, f.name), tp, default, meta, cls)
 
 
-def build(cls: type, values: Mapping[str, Any], opts: list[Option] | None = None) -> Any:
-    """An instance of ``cls`` from values keyed by public name (nested specs built from their part)."""
-    opts = options(cls) if opts is None else opts
-    by_name = {o.name: o for o in opts}
-    tree: dict[str, Any] = {}
+def build(cls: type, values: Mapping[str, Any], **fields: Any) -> Any:
+    """An instance of ``cls`` from values keyed by public name (nested specs built from their part);
+    ``fields`` are given as they are (e.g. a whole ``variant=VariantSpec(...)``)."""
+    by_name = {o.name: o for o in options(cls)}
+    tree: dict[str, Any] = dict(fields)
     for name, value in values.items():
         if name not in by_name:
             raise TypeError(f"{cls.__name__} has no setting {name!r}")
@@ -208,7 +223,8 @@ def _make(cls: type, tree: dict[str, Any]) -> Any:
     kwargs = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp) and (f.name in tree or f.default is MISSING):
+        if dataclasses.is_dataclass(tp) and isinstance(tree.get(f.name, {}), dict) and (
+                f.name in tree or f.default is MISSING):
             kwargs[f.name] = _make(tp, tree.get(f.name, {}))
         elif f.name in tree:
             kwargs[f.name] = tree[f.name]

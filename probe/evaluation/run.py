@@ -12,18 +12,19 @@ from probe.artifacts import artifacts_root, build_manifest, spec_hash, write_jso
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.schema import ProbeSet
 from probe.knowledge.scoring import FactScore, score_facts
+from probe.settings import setting
 from probe.variants import LoadedVariant, VariantSpec, load_variant, model_key, preflight_variant
 
 
 @dataclass(frozen=True)
 class EvalSpec:
     variant: VariantSpec
-    probes: str = "builtin"
-    split: str = "eval"
-    relations: tuple[str, ...] = ()
-    template: int = 0
-    batch_size: int = 32
-    perplexity: bool = False
+    probes: str = setting("builtin", "'builtin' or a probe file (known_1000, LAMA, PopQA, JSONL)")
+    split: str = setting("eval", "Which facts: eval, train or all")
+    relations: tuple[str, ...] = setting((), "Comma-separated relation ids", default_text="every relation")
+    template: int = setting(0, "Which paraphrase template to ask with")
+    batch_size: int = setting(32, "Probes per forward batch", unit="probes", min=1)
+    perplexity: bool = setting(False, "Also measure held-out perplexity")
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
