@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -35,14 +34,14 @@ ORDER = ("models", "eval", "compress", "recover", "costs", "capture", "runs", "a
 class _Group(TyperGroup):
     """Lists every command; builds a stage command's options only when it is invoked (or asked for help)."""
 
-    def __init__(self, *args: Any, commands: dict[str, click.Command] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, commands: dict[str, TyperCommand] | None = None, **kwargs: Any) -> None:
         commands = dict(commands or {})
         for name, (func, _) in _STAGES.items():
             commands[name] = TyperCommand(name, help=inspect.getdoc(func), callback=None)
         commands = {n: commands[n] for n in sorted(commands, key=lambda n: ORDER.index(n) if n in ORDER else 99)}
         super().__init__(*args, commands=commands, **kwargs)
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):
+    def resolve_command(self, ctx: typer.Context, args: list[str]):  # type: ignore[override]
         if args and args[0] in _STAGES and self.commands[args[0]].callback is None:
             self.commands[args[0]] = stage_command(args[0])
         return super().resolve_command(ctx, args)
@@ -81,7 +80,7 @@ def typer_parameter(option: Option) -> inspect.Parameter:
                              default=default)
 
 
-def stage_command(name: str) -> click.Command:
+def stage_command(name: str) -> TyperCommand:
     """The click command of a registered stage command, options generated from its settings."""
     func, settings = _STAGES[name]
     groups = settings()
@@ -96,7 +95,7 @@ def stage_command(name: str) -> click.Command:
     callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     sub.command(name, help=inspect.getdoc(func))(callback)
-    return typer.main.get_command(sub)
+    return typer.main.get_command(sub)  # type: ignore[return-value]
 
 
 def with_default(opts: list[Option], **defaults: Any) -> list[Option]:
@@ -372,7 +371,7 @@ def error_line(exc: BaseException) -> str | None:
     """The one line a user error prints, or None for a bug (which keeps its traceback)."""
     if isinstance(exc, ProbeError):
         return str(exc)
-    if isinstance(exc, click.ClickException):
+    if isinstance(exc, typer.TyperException):  # typer's usage errors (bad value, unknown option)
         return exc.format_message()
     if isinstance(exc, OSError) and exc.errno in _OS_FIXES:
         where = exc.filename or ""
@@ -390,14 +389,12 @@ def main() -> None:
     _quiet_libraries()
     try:
         code = typer.main.get_command(app).main(args=sys.argv[1:], prog_name="probe", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        sys.stdout.write(exc.format_message() + "\n")
-        code = 0
-    except KeyboardInterrupt:
-        code = 130
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, typer.Abort):
         code = 130
     except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `probe`: its help, as typer prints it
+            sys.stdout.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
+            sys.exit(2)
         line = error_line(exc)
         if line is None:
             raise

@@ -183,12 +183,12 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
             raise ProbeError(f"{path}: [{table}] must be a table")
         for key, value in section.items():
             name = ALIASES.get((table, key), key)
-            where = f"[{table}] {key}" if table else key
+            where = f"[{table}] {key}" if table else f"[{key}]" if isinstance(value, dict) else key
             if name not in keys[table]:
-                known = sorted(keys[table]) + [k for t, k in ALIASES if t == table]
-                where = f"[{key}]" if not table and isinstance(value, dict) else where
+                known = sorted(keys[table]) + [k for t, k in ALIASES if t == table] + (
+                    [f"[{t}]" for t in keys if t] if not table else [])
                 raise ProbeError(f"{path}: unknown key {where}; known keys here: {', '.join(sorted(known))}"
-                                 f"{closest(key, known)}")
+                                 f"{closest(where if not table else key, known)}")
             given[table][name] = keys[table][name].check(value, where)
     if "model" not in given["model"]:
         raise ProbeError(f"{path}: [model] name is required (e.g. smollm2-135m)")
