@@ -131,7 +131,8 @@ def _toml(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-CASES = [(table, o) for table, cls in STAGES.items() for o in options(cls, skip=tuple(SET_BY_EXPERIMENT.get(table, {})))]
+CASES = [(table, o) for table, cls in STAGES.items()
+         for o in options(cls, skip=tuple(SET_BY_EXPERIMENT.get(table, {})))]
 
 
 @pytest.mark.parametrize(("table", "option"), CASES, ids=[f"{t}.{o.name}" for t, o in CASES])
@@ -164,7 +165,8 @@ def test_every_stage_field_is_an_experiment_key_or_set_by_the_experiment():
     ("[model]\nname = 'tiny-llama'\n[compress]\nmethods = 'mag50'\n", r"\[compress\] methods = 'mag50' has the wrong"),
     ("[model]\nname = 'tiny-llama'\n[recover]\nlr = 'fast'\n", r"\[recover\] lr = 'fast' has the wrong type"),
     ("[model]\nname = 'tiny-llama'\n[capture]\ndtype = 'bfloat16'\n", r"\[capture\] unknown --dtype 'bfloat16'"),
-    ("[model]\nname = 'tiny-llama'\n[capturre]\ndtype = 'float16'\n", r"unknown key \[capturre\];.*did you mean \[capture\]\?"),
+    ("[model]\nname = 'tiny-llama'\n[capturre]\ndtype = 'float16'\n",
+     r"unknown key \[capturre\];.*did you mean \[capture\]\?"),
 ])
 def test_experiment_values_are_checked_against_the_fields(tmp_path, text, message):
     path = tmp_path / "bad.toml"
