@@ -1,33 +1,117 @@
-"""The `probe` command line: parses flags, builds specs, calls stages. No logic lives here."""
+"""The `probe` command line: parses flags, builds specs, calls stages. No logic lives here.
+
+A stage command's options are generated from its spec dataclasses' fields (:mod:`probe.settings`),
+so a default or a help text exists once. Those commands are built only when they run or show
+their help: building one imports its stage spec, and some of those import torch, which would
+make `probe --help` take seconds.
+"""
 
 from __future__ import annotations
 
+import errno
+import inspect
 import json
 import os
+import socket
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from probe.errors import ProbeError
+from probe.settings import Option, build, options, strip_optional
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+Values = dict[str, dict[str, Any]]  # option group → {public name: value}
+_STAGES: dict[str, tuple[Callable[..., None], Callable[[], dict[str, list[Option]]]]] = {}
+ORDER = ("models", "eval", "compress", "recover", "costs", "capture", "runs", "analyze", "dashboard", "run", "demo")
+
+
+class _Group(TyperGroup):
+    """Lists every command; builds a stage command's options only when it is invoked (or asked for help)."""
+
+    def __init__(self, *args: Any, commands: dict[str, TyperCommand] | None = None, **kwargs: Any) -> None:
+        commands = dict(commands or {})
+        for name, (func, _) in _STAGES.items():
+            commands[name] = TyperCommand(name, help=inspect.getdoc(func), callback=None)
+        commands = {n: commands[n] for n in sorted(commands, key=lambda n: ORDER.index(n) if n in ORDER else 99)}
+        super().__init__(*args, commands=commands, **kwargs)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]):  # type: ignore[override]
+        if args and args[0] in _STAGES and self.commands[args[0]].callback is None:
+            self.commands[args[0]] = stage_command(args[0])
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
                   help="When compression breaks a model's knowledge: forgotten, or only displaced?")
 out = Console()
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name (see `probe models`) or HF folder.")]
-ModelPathOpt = Annotated[str | None, typer.Option("--model-path", help="Local HF folder with the weights.")]
-DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16.")]
-DeviceMapOpt = Annotated[str | None, typer.Option("--device-map", help="auto: spread one model over GPUs.")]
+
+def stage(name: str, settings: Callable[[], dict[str, list[Option]]]):
+    """Register ``func(values, **flags)`` as command ``name`` with the options ``settings()`` returns.
+
+    ``func``'s own parameters (after ``values``) are extra flags that are no stage setting (``--json``).
+    """
+    def register(func: Callable[..., None]) -> Callable[..., None]:
+        _STAGES[name] = (func, settings)
+        return func
+    return register
 
 
-def _model_spec(model: str, model_path: str | None, device: str, dtype: str, device_map: str | None):
-    from probe.config import ModelSpec
+def typer_parameter(option: Option) -> inspect.Parameter:
+    """The typer option of one setting: its flags, help (with unit, choices, computed default), bounds."""
+    base = strip_optional(option.type)
+    text = option.item_type is not None or option.setting.parse is not None
+    cli_type: Any = str if text else base
+    default = option.cli_default
+    if default is None:
+        cli_type = cli_type | None
+    elif text:
+        default = option.text(default)
+    s = option.setting
+    info = typer.Option(*option.flags, help=option.describe, min=s.min, max=s.max,
+                        show_default=default is not None and not s.default_text)
+    return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[cli_type, info],
+                             default=default)
 
-    return ModelSpec(name=model, model_path=model_path, device=device, dtype=dtype, device_map=device_map)
+
+def stage_command(name: str) -> TyperCommand:
+    """The click command of a registered stage command, options generated from its settings."""
+    func, settings = _STAGES[name]
+    groups = settings()
+    extra = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in extra]
+    params += [typer_parameter(o) for opts in groups.values() for o in opts]
+
+    def callback(**kwargs: Any) -> None:
+        values = {group: {o.name: o.from_text(kwargs.pop(o.name)) for o in opts} for group, opts in groups.items()}
+        func(values, **kwargs)
+
+    callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    sub.command(name, help=inspect.getdoc(func))(callback)
+    return typer.main.get_command(sub)  # type: ignore[return-value]
+
+
+def with_default(opts: list[Option], **defaults: Any) -> list[Option]:
+    """``opts`` with some command-line defaults changed (the command's function has that default)."""
+    return [replace(o, default=defaults[o.name]) if o.name in defaults else o for o in opts]
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a busy port with one line before the server prints its own two."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ProbeError(f"port {port} on {host} is in use: stop the other server or pass --port N") from None
+            raise
 
 
 @app.command("models")
@@ -43,35 +127,27 @@ def models_cmd() -> None:
     out.print(table)
 
 
-@app.command("eval")
-def eval_cmd(
-    model: ModelOpt = "smollm2-135m",
-    variant: Annotated[str, typer.Option(help="original, compressed, prompt, prefix, lora or idp.")] = "original",
-    compression: Annotated[str | None, typer.Option(help="Compression preset, e.g. gptq3.")] = None,
-    probes: Annotated[str, typer.Option(help="'builtin' or a probe file (known_1000, LAMA, PopQA, JSONL).")]
-    = "builtin",
-    split: Annotated[str, typer.Option(help="eval, train or all.")] = "eval",
-    relations: Annotated[str | None, typer.Option(help="Comma-separated relation ids.")] = None,
-    template: Annotated[int, typer.Option(help="Which paraphrase template to ask with.")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    perplexity: Annotated[bool, typer.Option(help="Also measure held-out perplexity.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
-    model_path: ModelPathOpt = None,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-) -> None:
-    """Knowledge accuracy of a model variant on knowledge probes, per relation."""
-    from probe.evaluation.run import EvalSpec, run_eval
-    from probe.evaluation.table import eval_table
-    from probe.runtime.spec import VariantSpec
+# Each stage command imports its stage inside (lazily, for start-up time: stages import torch).
+def _model_settings() -> dict[str, list[Option]]:
+    from probe.config import ModelSpec
 
-    spec = EvalSpec(
-        variant=VariantSpec(_model_spec(model, model_path, device, dtype, device_map), variant, compression),
-        probes=probes, split=split, template=template, batch_size=batch_size, perplexity=perplexity,
-        relations=tuple(r.strip() for r in relations.split(",") if r.strip()) if relations else (),
-    )
-    result = run_eval(spec)
+    return {"model": options(ModelSpec)}
+
+
+def _eval_settings() -> dict[str, list[Option]]:
+    from probe.evaluation.run import EvalSpec  # lazily, for start-up time (imports torch)
+
+    return {"spec": options(EvalSpec)}
+
+
+@stage("eval", _eval_settings)
+def eval_cmd(values: Values,
+             as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False) -> None:
+    """Knowledge accuracy of a model variant on knowledge probes, per relation."""
+    from probe.evaluation.run import EvalSpec, run_eval  # lazily, for start-up time (imports torch)
+    from probe.evaluation.table import eval_table
+
+    result = run_eval(build(EvalSpec, values["spec"]))
     if as_json:
         sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "facts"}) + "\n")
     else:
@@ -82,79 +158,46 @@ def eval_cmd(
 # Threads that spin-wait starve each other on small CPU machines (10x slower generation here).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+COMPRESS_DTYPE = "float32"  # compress() loads the model in float32 unless told (tests check its signature)
 
-@app.command("compress")
-def compress_cmd(
-    model: ModelOpt = "smollm2-135m",
-    method: Annotated[str, typer.Option(help="Preset (gptq3, gptq4, gptq2, sparsegpt50, sparsegpt24, awq4, rtn3, "
-                                             "mag50, sparse50+gptq4) or method (gptq, sparsegpt, awq, rtn, "
-                                             "magnitude, sparsegpt+gptq …).")] = "gptq3",
-    bits: Annotated[int | None, typer.Option(help="Quantization bits: 2, 3, 4 or 8.")] = None,
-    group_size: Annotated[int | None, typer.Option("--group-size", help="Quantization group size.")] = None,
-    symmetric: Annotated[bool | None, typer.Option("--symmetric/--asymmetric", help="Quantization grid.")] = None,
-    sparsity: Annotated[float | None, typer.Option(help="Unstructured sparsity in (0, 1).")] = None,
-    pattern: Annotated[str | None, typer.Option(help="N:M sparsity, e.g. 2:4.")] = None,
-    calibration: Annotated[str | None, typer.Option(help="Calibration text (.txt or .jsonl); default: "
-                                                         "self-generated.")] = None,
-    n_calibration: Annotated[int | None, typer.Option("--n-calibration", help="Calibration texts (64).")] = None,
-    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per calibration text (128).")] = None,
-    from_path: Annotated[str | None, typer.Option("--from", help="Import a compressed-tensors folder.")] = None,
-    force: Annotated[bool, typer.Option(help="Rebuild an existing variant.")] = False,
-    device: DeviceOpt = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32 (default), float16 or bfloat16.")] = "float32",
-) -> None:
+
+def _compress_settings() -> dict[str, list[Option]]:
+    from probe.compress.spec import CompressSpec  # lazily, for start-up time (imports torch)
+    from probe.config import ModelSpec
+
+    return {"spec": options(CompressSpec),
+            "load": with_default(options(ModelSpec, only=("device", "dtype")), dtype=COMPRESS_DTYPE)}
+
+
+@stage("compress", _compress_settings)
+def compress_cmd(values: Values,
+                 force: Annotated[bool, typer.Option(help="Rebuild an existing variant.")] = False) -> None:
     """Compress a model (GPTQ, SparseGPT, AWQ, RTN, magnitude) into a dense variant with a report."""
-    from probe.compress import build_spec, compress
+    from probe.compress import build_spec, compress  # lazily, for start-up time (imports torch)
 
-    spec = build_spec(model, method, bits=bits, group_size=group_size, symmetric=symmetric, sparsity=sparsity,
-                      pattern=pattern, calibration=calibration, n_calibration=n_calibration, seq_len=seq_len,
-                      from_path=from_path)
-    path = compress(spec, device=device, dtype=dtype, force=force)
+    settings = dict(values["spec"])
+    spec = build_spec(settings.pop("model"), settings.pop("method"), **settings)
+    path = compress(spec, **values["load"], force=force)
     out.print(f"variant: {path} (use --variant compressed --compression {path.name})")
 
 
 # ---- probe recover / probe costs -----------------------------------------------------------------
-@app.command("recover")
-def recover_cmd(
-    model: ModelOpt = "smollm2-135m",
-    compression: Annotated[str, typer.Option(help="Compressed variant to recover, e.g. gptq3.")] = "gptq3",
-    method: Annotated[str, typer.Option(help="prompt, prefix, lora or idp.")] = "prompt",
-    steps: Annotated[int | None, typer.Option(help="Training steps (default 60; --fast 4).")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (prompt/prefix 3e-3, lora 1e-3).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for data order and initialisation.")] = 0,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Windows per step (8).")] = None,
-    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per window (64).")] = None,
-    n_tokens: Annotated[int | None, typer.Option("--n-tokens", help="Virtual tokens, prompt/prefix (32).")] = None,
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    alpha: Annotated[float, typer.Option(help="LoRA alpha.")] = 16.0,
-    targets: Annotated[str, typer.Option(help="LoRA target modules, comma-separated.")] = "q_proj,v_proj",
-    objective: Annotated[str, typer.Option(help="kl (distil from the original) or lm.")] = "kl",
-    train_data: Annotated[str, typer.Option("--train-data", help="corpus, facts (train split) or both.")]
-    = "corpus",
-    train_text: Annotated[str | None, typer.Option("--train-text", help="Corpus file (.txt/.jsonl); default: "
-                                                                       "self-generated.")] = None,
-    fast: Annotated[bool, typer.Option(help="Tiny preset for tests (a few steps).")] = False,
-    idp_m: Annotated[int, typer.Option("--idp-m", help="IDP: prompts in the pool (each --n-tokens long).")] = 4,
-    idp_layer: Annotated[int, typer.Option("--idp-layer", help="IDP: layer whose attention selects.")] = 0,
-    idp_statistic: Annotated[str, typer.Option("--idp-statistic", help="IDP: mean or max attention mass.")] = "mean",
-    idp_routing: Annotated[str, typer.Option("--idp-routing", help="IDP: attention or centroid.")] = "attention",
-    idp_training: Annotated[str, typer.Option("--idp-training", help="IDP: joint routing or cluster.")] = "joint",
-    idp_init: Annotated[str, typer.Option("--idp-init", help="IDP: kmeans or vocab initialisation.")] = "kmeans",
-    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the eval-split accuracy.")] = False,
-    force: Annotated[bool, typer.Option(help="Retrain an existing recovery.")] = False,
-    device: DeviceOpt = "cpu",
-) -> None:
-    """Train a recovery (soft prompt, prefix, LoRA) on a compressed variant; save adapter, curve, eval."""
-    from probe.recover.run import recover
+def _recover_settings() -> dict[str, list[Option]]:
+    from probe.config import ModelSpec
     from probe.recover.spec import RecoverSpec
 
-    spec = RecoverSpec(model=model, compression=compression, method=method, steps=steps, lr=lr, seed=seed,
-                       batch_size=batch_size, seq_len=seq_len, n_tokens=n_tokens, rank=rank, alpha=alpha,
-                       targets=tuple(t.strip() for t in targets.split(",") if t.strip()), objective=objective,
-                       train_data=train_data, train_text=train_text, fast=fast, idp_m=idp_m, idp_layer=idp_layer,
-                       idp_statistic=idp_statistic, idp_routing=idp_routing, idp_training=idp_training,
-                       idp_init=idp_init)
-    path = recover(spec, device=device, force=force, with_eval=not no_eval)
+    return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device",))}
+
+
+@stage("recover", _recover_settings)
+def recover_cmd(values: Values,
+                no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the eval-split accuracy.")] = False,
+                force: Annotated[bool, typer.Option(help="Retrain an existing recovery.")] = False) -> None:
+    """Train a recovery (soft prompt, prefix, LoRA, IDP) on a compressed variant; save adapter, curve, eval."""
+    from probe.recover.run import recover  # lazily, for start-up time (imports torch)
+    from probe.recover.spec import RecoverSpec
+
+    path = recover(build(RecoverSpec, values["spec"]), **values["load"], force=force, with_eval=not no_eval)
     manifest = json.loads((path / "manifest.json").read_text())
     out.print(f"recovery: {path}")
     out.print(f"trainable parameters {manifest['trainable_parameters']:,}; held-out loss compressed "
@@ -167,64 +210,37 @@ def recover_cmd(
                   f"{top['recovered']:.3f}; facts regained {ev['n_regained']}/{ev['n_lost']} lost")
 
 
-@app.command("costs")
-def costs_cmd(
-    model: ModelOpt = "smollm2-135m",
-    compression: Annotated[str, typer.Option(help="Compressed variant, e.g. gptq3.")] = "gptq3",
-    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per variant (median reported).")] = 5,
-    n_probes: Annotated[int, typer.Option("--n-probes", min=1, help="Eval probes in the forward batch.")] = 32,
-    gen_tokens: Annotated[int, typer.Option("--gen-tokens", min=1, help="Greedy tokens generated.")] = 16,
-    device: DeviceOpt = "cpu",
-) -> None:
-    """Extra parameters, KV positions, latency and memory of every built variant, side by side."""
-    from probe.costs import CostSpec, cost_table, measure_costs
+def _costs_settings() -> dict[str, list[Option]]:
+    from probe.costs import CostSpec  # lazily, for start-up time (imports torch)
 
-    result = measure_costs(CostSpec(model, compression, repeats=repeats, n_probes=n_probes, gen_tokens=gen_tokens,
-                                    device=device))
+    return {"spec": options(CostSpec)}
+
+
+@stage("costs", _costs_settings)
+def costs_cmd(values: Values) -> None:
+    """Extra parameters, KV positions, latency and memory of every built variant, side by side."""
+    from probe.costs import CostSpec, cost_table, measure_costs  # lazily, for start-up time (imports torch)
+
+    result = measure_costs(build(CostSpec, values["spec"]))
     out.print(cost_table(result))
     out.print(f"saved: {result['path']}")
 
 
 # ---- probe capture / probe runs ------------------------------------------------------------------
-@app.command("capture")
-def capture_cmd(
-    model: ModelOpt = "smollm2-135m",
-    variant: Annotated[str, typer.Option(help="original, compressed, prompt, prefix, idp or lora.")] = "original",
-    compression: Annotated[str | None, typer.Option(help="Compression preset, e.g. gptq3.")] = None,
-    probes: Annotated[str, typer.Option(help="'builtin' or a probe file.")] = "builtin",
-    split: Annotated[str, typer.Option(help="eval, train or all.")] = "eval",
-    layers: Annotated[str, typer.Option(help="Comma-separated layers, or all.")] = "all",
-    hooks: Annotated[str, typer.Option(help="Any of resid_post,attn_out,mlp_out,pattern.")]
-    = "resid_post,attn_out,mlp_out,pattern",
-    positions: Annotated[str, typer.Option(help="Any of last,subject,all (real tokens).")] = "last,subject",
-    dtype: Annotated[str, typer.Option(help="Stored dtype: float32 or float16.")] = "float32",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Probes per batch (= chunk).")] = 16,
-    run: Annotated[str | None, typer.Option("--run", "--run-name", help="Run name (default <compression>-<variant>-"
-                                                                       "<probes>-<split>; --run-name under torchrun, "
-                                                                       "whose own flags clash with --run).")] = None,
-    full_attention: Annotated[int, typer.Option("--full-attention", min=0, help="Probes with full T×T maps.")] = 64,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Next tokens kept per probe.")] = 10,
-    max_gb: Annotated[float, typer.Option("--max-gb", help="Refuse a larger estimated store.")] = 2.0,
-    force: Annotated[bool, typer.Option(help="Overwrite a finished (or other) capture of that name.")] = False,
-    build: Annotated[bool, typer.Option(help="Build a missing variant first (probe compress / recover).")] = False,
-    model_path: ModelPathOpt = None,
-    device: DeviceOpt = "cpu",
-    model_dtype: Annotated[str, typer.Option("--model-dtype", help="auto, float32, float16 or bfloat16.")] = "auto",
-    device_map: DeviceMapOpt = None,
-) -> None:
-    """Record activations and attention of a variant on knowledge probes into a resumable store."""
-    from probe.capture.run import capture
-    from probe.capture.spec import HOOK_KINDS, POSITIONS, CaptureSpec, parse_layers, parse_list
-    from probe.experiment.build import build_missing
-    from probe.runtime.spec import VariantSpec
+def _capture_settings() -> dict[str, list[Option]]:
+    from probe.capture.spec import CaptureSpec  # lazily, for start-up time (imports torch)
 
-    spec = CaptureSpec(
-        variant=VariantSpec(_model_spec(model, model_path, device, model_dtype, device_map), variant, compression),
-        probes=probes, split=split, layers=parse_layers(layers), hooks=parse_list(hooks, HOOK_KINDS, "hook"),
-        positions=parse_list(positions, POSITIONS, "position"), dtype=dtype, batch_size=batch_size, run=run,
-        full_attention=full_attention, top_k=top_k, max_gb=max_gb, force=force, build=build,
-    )
-    capture(spec, build=build_missing)
+    return {"spec": options(CaptureSpec)}
+
+
+@stage("capture", _capture_settings)
+def capture_cmd(values: Values) -> None:
+    """Record activations and attention of a variant on knowledge probes into a resumable store."""
+    from probe.capture.run import capture  # lazily, for start-up time (imports torch)
+    from probe.capture.spec import CaptureSpec
+    from probe.experiment.build import build_missing  # lazily: --build runs compress/recover first
+
+    capture(build(CaptureSpec, values["spec"]), build=build_missing)
 
 
 @app.command("runs")
@@ -242,29 +258,19 @@ def runs_cmd() -> None:
 
 
 # ---- probe analyze -------------------------------------------------------------------------------
-@app.command("analyze")
-def analyze_cmd(
-    model: ModelOpt = "smollm2-135m",
-    compression: Annotated[str, typer.Option(help="Compressed variant whose captures to analyse, e.g. gptq3.")]
-    = "gptq3",
-    runs: Annotated[str | None, typer.Option(help="Comma-separated capture runs (default: one complete capture "
-                                                  "per variant of the original and --compression).")] = None,
-    name: Annotated[str | None, typer.Option(help="Output folder name (default <model>-<compression>).")] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples over facts.")] = 1000,
-    n_boot_cka: Annotated[int, typer.Option("--n-boot-cka", help="Bootstrap resamples for CKA.")] = 200,
-    seed: Annotated[int, typer.Option(help="Bootstrap and probe seed.")] = 0,
-    min_facts: Annotated[int, typer.Option("--min-facts", help="Fewest facts a bootstrap interval needs.")] = 10,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing analysis of that name.")] = False,
-    model_path: ModelPathOpt = None,
-) -> None:
-    """Divergence, CKA, logit lens and decodability vs the original; the displaced-vs-forgotten verdict."""
-    from probe.analysis.run import analyze
+def _analyze_settings() -> dict[str, list[Option]]:
     from probe.analysis.spec import AnalyzeSpec
 
-    spec = AnalyzeSpec(model=model, compression=compression, name=name, model_path=model_path, n_boot=n_boot,
-                       n_boot_cka=n_boot_cka, seed=seed, min_facts=min_facts, force=force,
-                       runs=tuple(r.strip() for r in (runs or "").split(",") if r.strip()))
-    result = analyze(spec)
+    return {"spec": options(AnalyzeSpec)}
+
+
+@stage("analyze", _analyze_settings)
+def analyze_cmd(values: Values) -> None:
+    """Divergence, CKA, logit lens and decodability vs the original; the displaced-vs-forgotten verdict."""
+    from probe.analysis.run import analyze  # lazily, for start-up time (imports torch)
+    from probe.analysis.spec import AnalyzeSpec
+
+    result = analyze(build(AnalyzeSpec, values["spec"]))
     table = Table(title=f"Analysis {result.path.name} (95% bootstrap intervals over eval facts)")
     columns = ("variant", "top1", "regained_lost", "mean_cka", "best_decodability")
     for col in columns:
@@ -277,41 +283,44 @@ def analyze_cmd(
 
 
 # ---- probe dashboard -----------------------------------------------------------------------------
-@app.command("dashboard")
-def dashboard_cmd(
-    artifacts: Annotated[str | None, typer.Option(help="Artifacts folder to browse (default $PROBE_ARTIFACTS or "
-                                                       "./artifacts); nothing outside it is read.")] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local to this machine.")]
-    = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8050,
-    debug: Annotated[bool, typer.Option(help="Dash debug mode (reloader, tracebacks in the page): local use only.")]
-    = False,
-) -> None:
-    """Browse captures, analyses and verdicts in a read-only Dash app."""
-    from dashboards.app import serve
-    from probe.artifacts import artifacts_root
+def _dashboard_settings() -> dict[str, list[Option]]:
+    from probe.experiment.dashboard import DashboardSpec
 
-    serve(artifacts or artifacts_root(), host=host, port=port, debug=debug)
+    return {"spec": options(DashboardSpec)}
+
+
+@stage("dashboard", _dashboard_settings)
+def dashboard_cmd(values: Values) -> None:
+    """Browse captures, analyses and verdicts in a read-only Dash app."""
+    from dashboards.app import serve  # lazily, for start-up time (imports dash)
+    from probe.artifacts import artifacts_root
+    from probe.experiment.dashboard import DashboardSpec
+
+    spec = build(DashboardSpec, values["spec"])
+    _check_port(spec.host, spec.port)
+    serve(spec.artifacts or artifacts_root(), host=spec.host, port=spec.port, debug=spec.debug)
 
 
 # ---- probe run / probe demo ----------------------------------------------------------------------
 def _run_file(path: str, serve: bool, port: int | None) -> None:
-    from probe.experiment.run import run_experiment, stage_table
+    from probe.experiment.run import run_experiment, stage_table  # lazily, for start-up time (imports torch)
     from probe.experiment.spec import load_experiment
 
     spec = load_experiment(path)
+    port = port or spec.dashboard.port
+    if serve:
+        _check_port(spec.dashboard.host, port)  # before hours of stages, not after
     result = run_experiment(spec)
     analysis = result.analysis / "verdict.md"
     if analysis.is_file():
         out.print(analysis.read_text())
     out.print(stage_table(result))
     if serve:
-        from dashboards.app import serve as serve_app
+        from dashboards.app import serve as serve_app  # lazily, for start-up time (imports dash)
         from probe.artifacts import artifacts_root
 
-        port = port or spec.port
-        out.print(f"dashboard: http://{spec.host}:{port}/ (Ctrl-C to stop)")
-        serve_app(artifacts_root(), host=spec.host, port=port)
+        out.print(f"dashboard: http://{spec.dashboard.host}:{port}/ (Ctrl-C to stop)")
+        serve_app(spec.dashboard.artifacts or artifacts_root(), host=spec.dashboard.host, port=port)
 
 
 NoServeOpt = Annotated[bool, typer.Option("--no-serve", help="Stop after the analysis; do not start the dashboard.")]
@@ -348,16 +357,51 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+# expected OS errors → what to do about them
+_OS_FIXES = {
+    errno.EACCES: "no permission: choose a writable folder (e.g. set PROBE_ARTIFACTS) or fix its permissions",
+    errno.EPERM: "not permitted: choose a writable folder (e.g. set PROBE_ARTIFACTS) or fix its permissions",
+    errno.EROFS: "the file system is read-only: set PROBE_ARTIFACTS to a writable folder",
+    errno.ENOSPC: "the disk is full: free space or set PROBE_ARTIFACTS to a larger disk",
+    errno.EDQUOT: "the disk quota is exceeded: free space or set PROBE_ARTIFACTS to another disk",
+    errno.EADDRINUSE: "the address is in use: stop the other server or pass --port N",
+}
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line a user error prints, or None for a bug (which keeps its traceback)."""
+    if isinstance(exc, ProbeError):
+        return str(exc)
+    if isinstance(exc, typer.TyperException):  # typer's usage errors (bad value, unknown option)
+        return exc.format_message()
+    if isinstance(exc, OSError) and exc.errno in _OS_FIXES:
+        where = exc.filename or ""
+        if getattr(exc, "filename2", None):
+            where += f" -> {exc.filename2}"
+        return f"{where + ': ' if where else ''}{exc.strerror or exc}; {_OS_FIXES[exc.errno]}"
+    return None
+
+
 def main() -> None:
-    """Entry point: one clear line and exit status 2 for any user error."""
+    """Entry point: one plain line ``error: ...`` on stderr and exit status 2 for any user error.
+
+    Plain text, never rich markup: user text (a model named ``[/bold]``, ``[recover] stepz``) prints as is.
+    """
     _quiet_libraries()
     try:
-        app()
-    except ProbeError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        code = typer.main.get_command(app).main(args=sys.argv[1:], prog_name="probe", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `probe`: its help, as typer prints it
+            sys.stdout.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
+            sys.exit(2)
+        line = error_line(exc)
+        if line is None:
+            raise
+        sys.stderr.write(f"error: {' '.join(line.split())}\n")
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from probe.errors import ProbeError
+from probe.settings import setting
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+DEVICE_MAPS = ("auto", "balanced", "sequential")
+DEFAULT_COMPRESSION = "gptq3"  # the compressed variant commands work on unless told
 
 
 @dataclass(frozen=True)
@@ -18,12 +21,15 @@ class ModelSpec:
     ``"eager"`` by default because attention maps are only returned by eager attention.
     """
 
-    name: str = "smollm2-135m"
-    model_path: str | None = None
-    device: str = "cpu"
-    dtype: str = "auto"
-    device_map: str | None = None
-    attn_implementation: str = "eager"
+    name: str = setting("smollm2-135m", "Registry name (see `probe models`) or HF folder", name="model",
+                        aliases=("-m",))
+    model_path: str | None = setting(None, "Local HF folder with the weights", default_text="the registry's")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
+    dtype: str = setting("auto", "Weights dtype when loading the model", choices=DTYPES)
+    device_map: str | None = setting(None, "Spread one model over GPUs", choices=DEVICE_MAPS,
+                                     default_text="one device")
+    attn_implementation: str = setting("eager", "Attention kernel (eager returns attention maps)",
+                                       choices=ATTN_IMPLEMENTATIONS)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -31,5 +37,5 @@ class ModelSpec:
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ProbeError(f"unknown attention implementation {self.attn_implementation!r}: "
                              f"use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-        if self.device_map not in (None, "auto", "balanced", "sequential"):
+        if self.device_map not in (None, *DEVICE_MAPS):
             raise ProbeError(f"unknown --device-map {self.device_map!r}: use auto, balanced or sequential")

@@ -25,24 +25,25 @@ import torch
 from rich.table import Table
 
 from probe.artifacts import build_manifest
-from probe.config import ModelSpec
+from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.scoring import LogitsFn
 from probe.progress import track
 from probe.runtime.spec import RECOVERY_VARIANTS, VariantSpec, compress_command, model_key
 from probe.runtime.variant import LoadedVariant, load_variant
+from probe.settings import like, setting
 from probe.store import ArtifactStore
 
 
 @dataclass(frozen=True)
 class CostSpec:
-    model: str = "smollm2-135m"
-    compression: str = "gptq3"
-    repeats: int = 5
-    n_probes: int = 32
-    gen_tokens: int = 16
-    device: str = "cpu"
+    model: str = like(ModelSpec, "name")
+    compression: str = setting(DEFAULT_COMPRESSION, "Compressed variant, e.g. gptq3")
+    repeats: int = setting(5, "Timed repeats per variant (median reported)", unit="repeats", min=1)
+    n_probes: int = setting(32, "Eval probes in the forward batch", unit="probes", min=1)
+    gen_tokens: int = setting(16, "Greedy tokens generated", unit="tokens", min=1)
+    device: str = like(ModelSpec, "device")
 
     def __post_init__(self) -> None:
         if min(self.repeats, self.n_probes, self.gen_tokens) < 1:

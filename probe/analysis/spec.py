@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 
+from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
+from probe.settings import like, setting
+from probe.store import model_key
 
 VARIANT_ORDER = ("original", "compressed", "prompt", "prefix", "idp", "lora")
 
@@ -19,17 +22,20 @@ class AnalyzeSpec:
     alone fall back to ``folds``-fold cross-validation over eval facts, noted in the output.
     """
 
-    model: str
-    compression: str
-    runs: tuple[str, ...] = ()
-    name: str | None = None
-    model_path: str | None = None
-    n_boot: int = 1000
-    n_boot_cka: int = 200
-    seed: int = 0
-    min_facts: int = 10
-    folds: int = 5
-    force: bool = False
+    model: str = like(ModelSpec, "name", MISSING)
+    compression: str = setting(MISSING, "Compressed variant whose captures to analyse, e.g. gptq3",
+                               cli_default=DEFAULT_COMPRESSION)
+    runs: tuple[str, ...] = setting((), "Comma-separated capture runs",
+                                    default_text="one complete capture per variant of the original and "
+                                                 "--compression")
+    name: str | None = setting(None, "Output folder name", default_text="<model>-<compression>")
+    model_path: str | None = like(ModelSpec, "model_path")
+    n_boot: int = setting(1000, "Bootstrap resamples over facts", unit="resamples")
+    n_boot_cka: int = setting(200, "Bootstrap resamples for CKA", unit="resamples")
+    seed: int = setting(0, "Bootstrap and probe seed")
+    min_facts: int = setting(10, "Fewest facts a bootstrap interval needs", unit="facts")
+    folds: int = setting(5, "Cross-validation folds when no train-split facts were captured")
+    force: bool = setting(False, "Overwrite an existing analysis of that name")
 
     def __post_init__(self) -> None:
         if not self.compression.strip():
@@ -47,7 +53,4 @@ class AnalyzeSpec:
 
     @property
     def folder_name(self) -> str:
-        from probe.config import ModelSpec
-        from probe.runtime.spec import model_key
-
-        return self.name or f"{model_key(ModelSpec(self.model))}-{self.compression}"
+        return self.name or f"{model_key(self.model)}-{self.compression}"

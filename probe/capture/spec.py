@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from probe.errors import ProbeError
 from probe.models.bridge import HOOKS
 from probe.runtime.spec import VariantSpec
+from probe.settings import setting
 
 HOOK_KINDS = tuple(HOOKS)  # resid_post, attn_out, mlp_out, pattern
 POSITIONS = ("last", "subject", "all")
 STORE_DTYPES = ("float32", "float16")
+SPLITS = ("eval", "train", "all")
 
 
 def parse_list(text: str | None, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -48,26 +50,31 @@ class CaptureSpec:
     """
 
     variant: VariantSpec
-    probes: str = "builtin"
-    split: str = "eval"
-    layers: tuple[int, ...] | None = None
-    hooks: tuple[str, ...] = HOOK_KINDS
-    positions: tuple[str, ...] = ("last", "subject")
-    dtype: str = "float32"
-    batch_size: int = 16
-    run: str | None = None
-    full_attention: int = 64
-    top_k: int = 10
-    max_gb: float = 2.0
-    force: bool = False
-    build: bool = False
+    probes: str = setting("builtin", "'builtin' or a probe file (known_1000, LAMA, PopQA, JSONL)")
+    split: str = setting("eval", "Which facts", choices=SPLITS)
+    layers: tuple[int, ...] | None = setting(None, "Comma-separated layers, or all", default_text="all",
+                                             parse=parse_layers)
+    hooks: tuple[str, ...] = setting(HOOK_KINDS, "Comma-separated hook kinds", choices=HOOK_KINDS,
+                                     parse=lambda text: parse_list(text, HOOK_KINDS, "hook"))
+    positions: tuple[str, ...] = setting(("last", "subject"), "Comma-separated token positions (real tokens)",
+                                         choices=POSITIONS,
+                                         parse=lambda text: parse_list(text, POSITIONS, "position"))
+    dtype: str = setting("float32", "Stored dtype", choices=STORE_DTYPES)
+    batch_size: int = setting(16, "Probes per batch (= store chunk)", unit="probes", min=1)
+    run: str | None = setting(None, "Run name (--run-name under torchrun, whose own flags clash with --run)",
+                              aliases=("--run-name",), default_text="<compression>-<variant>-<probes>-<split>")
+    full_attention: int = setting(64, "Probes with full T×T attention maps", unit="probes", min=0)
+    top_k: int = setting(10, "Next tokens kept per probe", unit="tokens", min=1)
+    max_gb: float = setting(2.0, "Refuse a larger estimated store", unit="GB")
+    force: bool = setting(False, "Overwrite a finished (or other) capture of that name")
+    build: bool = setting(False, "Build a missing variant first (probe compress / recover)")
 
     def __post_init__(self) -> None:
         parse_list(",".join(self.hooks), HOOK_KINDS, "hook")
         parse_list(",".join(self.positions), POSITIONS, "position")
         if self.dtype not in STORE_DTYPES:
             raise ProbeError(f"unknown --dtype {self.dtype!r}: use one of {', '.join(STORE_DTYPES)}")
-        if self.split not in ("eval", "train", "all"):
+        if self.split not in SPLITS:
             raise ProbeError(f"unknown split {self.split!r}: use eval, train or all")
         if self.batch_size < 1:
             raise ProbeError(f"--batch-size must be at least 1, got {self.batch_size}")

@@ -15,17 +15,18 @@ from probe.knowledge.schema import ProbeSet
 from probe.knowledge.scoring import FactScore, score_facts
 from probe.runtime.spec import VariantSpec, model_key
 from probe.runtime.variant import LoadedVariant, load_variant, preflight_variant
+from probe.settings import setting
 
 
 @dataclass(frozen=True)
 class EvalSpec:
     variant: VariantSpec
-    probes: str = "builtin"
-    split: str = "eval"
-    relations: tuple[str, ...] = ()
-    template: int = 0
-    batch_size: int = 32
-    perplexity: bool = False
+    probes: str = setting("builtin", "'builtin' or a probe file (known_1000, LAMA, PopQA, JSONL)")
+    split: str = setting("eval", "Which facts: eval, train or all")
+    relations: tuple[str, ...] = setting((), "Comma-separated relation ids", default_text="every relation")
+    template: int = setting(0, "Which paraphrase template to ask with")
+    batch_size: int = setting(32, "Probes per forward batch", unit="probes", min=1)
+    perplexity: bool = setting(False, "Also measure held-out perplexity")
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -57,26 +57,20 @@ def timings_path(spec: ExperimentSpec) -> Path:
     return artifacts_root() / "experiments" / f"{spec.name}.json"
 
 
-def _model_spec(spec: ExperimentSpec, variant_dtype: str = "auto"):
-    from probe.config import ModelSpec
-
-    return ModelSpec(spec.model, model_path=spec.model_path, device=spec.device, dtype=variant_dtype)
-
-
 def _export_model_path(spec: ExperimentSpec) -> None:
     """Stages that take only a model name find ``[model] path`` through the registry's variable."""
     from probe.models.registry import REGISTRY
 
     entry = REGISTRY.get(spec.model)
-    if spec.model_path and entry is not None and entry.env_var:
-        os.environ[entry.env_var] = spec.model_path
+    if spec.model_spec.model_path and entry is not None and entry.env_var:
+        os.environ[entry.env_var] = spec.model_spec.model_path
 
 
 def _model_stage(spec: ExperimentSpec) -> str:
     from probe.models.load import load_model, preflight
 
-    preflight(_model_spec(spec))
-    load_model(_model_spec(spec, "float32"))  # converts the embedded GGUF once; later loads are fast
+    preflight(spec.model_spec)
+    load_model(replace(spec.model_spec, dtype="float32"))  # converts the embedded GGUF once; later loads are fast
     return "ready"
 
 
@@ -88,35 +82,28 @@ def _built_or_reused(folder: Path, build: Callable[[], object]) -> str:
 
 
 def _compress_stage(spec: ExperimentSpec, method: str) -> str:
-    from probe.compress import build_spec, compress
+    from probe.compress import compress
     from probe.runtime.spec import variant_dir
 
-    cspec = build_spec(spec.model, method, n_calibration=spec.n_calibration)
-    return _built_or_reused(variant_dir(_model_spec(spec), cspec.label),
-                            lambda: compress(cspec, device=spec.device, evaluate=spec.compress_eval,
+    cspec = spec.compress_spec(method)
+    return _built_or_reused(variant_dir(spec.model_spec, cspec.label),
+                            lambda: compress(cspec, device=spec.model_spec.device, evaluate=spec.compress_eval,
                                              rebuild_changed=True))
 
 
 def _recover_stage(spec: ExperimentSpec, method: str) -> str:
     from probe.recover.run import recover
-    from probe.recover.spec import RecoverSpec
     from probe.runtime.spec import recovery_dir
 
-    rspec = RecoverSpec(model=spec.model, compression=spec.target or "", method=method, steps=spec.steps)
-    return _built_or_reused(recovery_dir(_model_spec(spec), spec.target or "", method),
-                            lambda: recover(rspec, device=spec.device, with_eval=spec.recover_eval,
+    rspec = spec.recover_spec(method)
+    return _built_or_reused(recovery_dir(spec.model_spec, spec.target or "", method),
+                            lambda: recover(rspec, device=spec.model_spec.device, with_eval=spec.recover_eval,
                                             rebuild_changed=True))
 
 
 def capture_spec(spec: ExperimentSpec, variant: str):
     """The capture of one variant this experiment makes."""
-    from probe.capture.spec import CaptureSpec
-    from probe.runtime.spec import VariantSpec
-
-    compression = None if variant == "original" else spec.target
-    return CaptureSpec(variant=VariantSpec(_model_spec(spec), variant, compression), probes=spec.probes,
-                       split=spec.split, dtype=spec.capture_dtype, full_attention=spec.full_attention,
-                       batch_size=spec.capture_batch_size)
+    return spec.capture_spec(variant)
 
 
 def _capture_folder(spec: ExperimentSpec, variant: str) -> Path:
@@ -129,7 +116,7 @@ def _sources(spec: ExperimentSpec, variant: str) -> list[Path]:
     """The folders a variant is made from: its compressed variant and, for a recovery, the recovery."""
     from probe.runtime.spec import recovery_dir, variant_dir
 
-    model, target = _model_spec(spec), spec.target or ""
+    model, target = spec.model_spec, spec.target or ""
     folders = [] if variant == "original" else [variant_dir(model, target)]
     return folders + ([recovery_dir(model, target, variant)] if variant not in ("original", "compressed") else [])
 
@@ -163,11 +150,11 @@ def _costs_stage(spec: ExperimentSpec) -> str:
     """Latency and memory of every built variant; reused while no variant was rebuilt since."""
     import json
 
-    from probe.costs import CostSpec, measure_costs
+    from probe.costs import measure_costs
     from probe.runtime.spec import model_key
 
-    cspec = CostSpec(spec.model, spec.target or "", repeats=spec.costs_repeats, device=spec.device)
-    path = artifacts_root() / "costs" / model_key(_model_spec(spec)) / f"{spec.target}.json"
+    cspec = spec.costs_spec()
+    path = artifacts_root() / "costs" / model_key(spec.model_spec) / f"{spec.target}.json"
     sources = sorted({f for v in spec.variants for f in _sources(spec, v)})
     if path.is_file() and json.loads(path.read_text()).get("manifest", {}).get("spec_hash") == spec_hash(cspec) \
             and _newer(path, sources):
@@ -178,11 +165,8 @@ def _costs_stage(spec: ExperimentSpec) -> str:
 
 def _analyze_stage(spec: ExperimentSpec) -> str:
     from probe.analysis.run import analysis_root, analyze
-    from probe.analysis.spec import AnalyzeSpec
 
-    runs = tuple(_capture_folder(spec, v).name for v in spec.variants)
-    aspec = AnalyzeSpec(model=spec.model, compression=spec.target or "", runs=runs, model_path=spec.model_path,
-                        n_boot=spec.n_boot, n_boot_cka=spec.n_boot_cka, min_facts=spec.min_facts, force=True)
+    aspec = spec.analyze_spec(tuple(_capture_folder(spec, v).name for v in spec.variants))
     folder = analysis_root() / aspec.folder_name
     existing = read_manifest(folder)
     if existing is not None and existing.get("spec_hash") == spec_hash(aspec) and _newer(
@@ -201,7 +185,7 @@ def plan(spec: ExperimentSpec) -> list[Stage]:
                for m in spec.recoveries]
     stages += [Stage(f"capture:{v}", "capture", f"capture {v}", lambda v=v: _capture_stage(spec, v))
                for v in spec.variants]
-    if spec.costs_repeats:
+    if spec.costs_spec() is not None:
         stages.append(Stage("costs", "costs", f"costs of {spec.target} variants", lambda: _costs_stage(spec)))
     stages.append(Stage("analyze", "analyze", f"analyze {spec.target}", lambda: _analyze_stage(spec)))
     return stages
@@ -214,7 +198,6 @@ def _fmt(seconds: float) -> str:
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     """Run (or reuse) every stage; record and return the stage times."""
     from probe.analysis.run import analysis_root
-    from probe.analysis.spec import AnalyzeSpec
 
     _export_model_path(spec)
     stages = plan(spec)
@@ -243,7 +226,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         if outcome != "reused":
             built[stage.key] = seconds
             write_json_atomic(path, {"experiment": spec.name, "built_seconds": built})
-    folder = analysis_root() / AnalyzeSpec(spec.model, spec.target or "").folder_name
+    folder = analysis_root() / spec.analyze_spec().folder_name
     return ExperimentResult(spec, tuple(done), folder)
 
 

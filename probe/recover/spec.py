@@ -3,16 +3,17 @@
 Defaults (chosen so each method trains in about 5 minutes on SmolLM2-135M, 2 CPU cores; the
 measurements are in ``probe/recover/run.py``'s docstring):
 
-* data: the original model's self-generated corpus (64 texts × 128 new tokens, the same cache the
-  compression stage calibrates on) cut into ``seq_len=64`` token windows (111 train + 12 held
-  out on SmolLM2), ``batch_size=4``, ``steps=60`` (~2.2 passes over the corpus).
+* data: the original model's self-generated corpus (:data:`DEFAULTS`: 64 texts × 128 new tokens, the
+  same cache the compression stage calibrates on) cut into 64-token windows (111 train + 12 held
+  out on SmolLM2), 4 windows a step, 60 steps (~2.2 passes over the corpus).
 * objective ``kl``: distillation KL(original ‖ recovered) on every real token's next-token
   distribution; ``lm`` is plain next-token cross-entropy.
-* ``prompt``: ``n_tokens=32`` virtual tokens (32 × 576 = 18,432 parameters on SmolLM2), lr 1e-2,
-  initialised from the embeddings of ``init_text``.
-* ``prefix``: ``n_tokens=32`` learned key/value positions per layer (32 × 30 layers × 2 × 192 =
-  368,640 parameters on SmolLM2), lr 1e-2, initialised from the model's own KV of ``init_text``.
-* ``lora``: rank 8, alpha 16, on ``q_proj,v_proj`` (460,800 parameters on SmolLM2), lr 2e-3.
+* ``prompt``: 32 virtual tokens (32 × 576 = 18,432 parameters on SmolLM2), initialised from the
+  embeddings of ``init_text``.
+* ``prefix``: 32 learned key/value positions per layer (32 × 30 layers × 2 × 192 = 368,640
+  parameters on SmolLM2), initialised from the model's own KV of ``init_text``.
+* ``lora``: rank 8, alpha 16, on ``q_proj,v_proj`` (460,800 parameters on SmolLM2).
+* learning rates per method: :data:`DEFAULT_LR`.
 
 ``fast`` is a preset for tests: a few steps on tiny windows, seconds on ``tiny-llama``. Any
 value given explicitly wins over both the defaults and the preset.
@@ -20,10 +21,12 @@ value given explicitly wins over both the defaults and the preset.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
+from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
 from probe.runtime.idp_options import IDPOptions
+from probe.settings import like, setting
 
 METHODS: tuple[str, ...] = ("prompt", "prefix", "lora", "idp")
 OBJECTIVES = ("kl", "lm")
@@ -34,40 +37,54 @@ DEFAULTS = dict(steps=60, batch_size=4, seq_len=64, n_tokens=32, n_texts=64, tex
 FAST = dict(steps=4, batch_size=2, seq_len=16, n_tokens=4, n_texts=8, text_tokens=24)
 
 
+def _preset(name: str) -> str:
+    return f"{DEFAULTS[name]} (--fast: {FAST[name]})"
+
+
+def _per_method(values: dict[str, float]) -> str:
+    return ", ".join(f"{method} {value:g}" for method, value in values.items())
+
+
 @dataclass(frozen=True)
 class RecoverSpec:
     """One recovery run. ``None`` fields take the method's default (or the ``fast`` preset)."""
 
-    model: str = "smollm2-135m"
-    compression: str = "gptq3"
-    method: str = "prompt"
-    steps: int | None = None
-    lr: float | None = None
-    seed: int = 0
-    batch_size: int | None = None
-    seq_len: int | None = None
-    n_tokens: int | None = None
-    rank: int = 8
-    alpha: float = 16.0
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
-    objective: str = "kl"
-    train_data: str = "corpus"
-    train_text: str | None = None
-    n_texts: int | None = None
-    text_tokens: int | None = None
-    heldout_fraction: float = 0.1
-    init_text: str = ("Recall the facts you know and complete the sentence with the correct, well-known answer. "
-                      "Think about people, places, science, history and language.")
-    fast: bool = False
-    # IDP (probe.recover.idp_pool.IDPOptions): n_tokens is the length of each of idp_m prompts; other
-    # methods carry None here, so IDP settings never change their spec hash
-    idp_m: int | None = IDPOptions.m
-    idp_layer: int | None = IDPOptions.select_layer
-    idp_statistic: str | None = IDPOptions.statistic
-    idp_routing: str | None = IDPOptions.routing
-    idp_training: str | None = IDPOptions.training
-    idp_init: str | None = IDPOptions.init
-    idp_capacity: float | None = IDPOptions.capacity
+    model: str = like(ModelSpec, "name")
+    compression: str = setting(DEFAULT_COMPRESSION, "Compressed variant to recover, e.g. gptq3")
+    method: str = setting("prompt", "Recovery method", choices=METHODS)
+    steps: int | None = setting(None, "Training steps", default_text=_preset("steps"))
+    lr: float | None = setting(None, "AdamW learning rate", default_text=_per_method(DEFAULT_LR))
+    seed: int = setting(0, "Seed for data order and initialisation")
+    batch_size: int | None = setting(None, "Windows per step", unit="windows",
+                                     default_text=_preset("batch_size"))
+    seq_len: int | None = setting(None, "Tokens per window", unit="tokens", default_text=_preset("seq_len"))
+    n_tokens: int | None = setting(None, "Virtual tokens of prompt/prefix (IDP: of each prompt)", unit="tokens",
+                                   default_text=_preset("n_tokens") + "; IDP: that divided by --idp-m")
+    rank: int = setting(8, "LoRA rank")
+    alpha: float = setting(16.0, "LoRA alpha")
+    targets: tuple[str, ...] = setting(("q_proj", "v_proj"), "LoRA target modules, comma-separated")
+    objective: str = setting("kl", "kl (distil from the original) or lm (next-token loss)", choices=OBJECTIVES)
+    train_data: str = setting("corpus", "Training text: the corpus, the train-split facts, or both",
+                              choices=TRAIN_DATA)
+    train_text: str | None = setting(None, "Corpus file (.txt/.jsonl)", default_text="self-generated")
+    n_texts: int | None = setting(None, "Self-generated corpus texts", unit="texts",
+                                  default_text=_preset("n_texts"))
+    text_tokens: int | None = setting(None, "New tokens per self-generated text", unit="tokens",
+                                      default_text=_preset("text_tokens"))
+    heldout_fraction: float = setting(0.1, "Share of windows held out for the loss report")
+    init_text: str = setting("Recall the facts you know and complete the sentence with the correct, well-known "
+                             "answer. Think about people, places, science, history and language.",
+                             "Text whose embeddings (prompt) or KV (prefix) initialise the virtual tokens")
+    fast: bool = setting(False, "Tiny preset for tests: " + ", ".join(f"{k} {v}" for k, v in FAST.items()))
+    # IDP (IDPOptions): n_tokens is the length of each of idp_m prompts; other methods carry None here, so
+    # IDP settings never change their spec hash
+    idp_m: int | None = like(IDPOptions, "m", flag="--idp-m")
+    idp_layer: int | None = like(IDPOptions, "select_layer", flag="--idp-layer")
+    idp_statistic: str | None = like(IDPOptions, "statistic", flag="--idp-statistic")
+    idp_routing: str | None = like(IDPOptions, "routing", flag="--idp-routing")
+    idp_training: str | None = like(IDPOptions, "training", flag="--idp-training")
+    idp_init: str | None = like(IDPOptions, "init", flag="--idp-init")
+    idp_capacity: float | None = like(IDPOptions, "capacity", flag="--idp-capacity")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -79,7 +96,7 @@ class RecoverSpec:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         if self.lr is None:
-            object.__setattr__(self, "lr", DEFAULT_LR.get(self.method, 1e-3))
+            object.__setattr__(self, "lr", DEFAULT_LR[self.method])
         object.__setattr__(self, "targets", tuple(self.targets))
         for name in ("steps", "batch_size", "seq_len", "n_tokens", "n_texts", "text_tokens", "rank"):
             if getattr(self, name) <= 0:
@@ -108,9 +125,6 @@ class RecoverSpec:
         return IDPOptions(m=self.idp_m, n=self.n_tokens, select_layer=self.idp_layer, statistic=self.idp_statistic,
                           routing=self.idp_routing, training=self.idp_training, init=self.idp_init,
                           capacity=self.idp_capacity)
-
-    def with_(self, **changes) -> RecoverSpec:
-        return replace(self, **changes)
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

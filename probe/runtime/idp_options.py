@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from probe.errors import ProbeError
+from probe.settings import setting
 
 STATISTICS = ("mean", "max")
 ROUTINGS = ("attention", "centroid")
@@ -16,14 +17,14 @@ INITS = ("kmeans", "vocab")
 class IDPOptions:
     """The pool and its routing. Defaults: 4 prompts × 8 tokens (= one 32-token prompt)."""
 
-    m: int = 4
-    n: int = 8
-    select_layer: int = 0
-    statistic: str = "mean"
-    routing: str = "attention"
-    training: str = "joint"
-    init: str = "kmeans"
-    capacity: float = 1.5
+    m: int = setting(4, "IDP: prompts in the pool (each --n-tokens long)", unit="prompts")
+    n: int = setting(8, "IDP: tokens per prompt", unit="tokens")
+    select_layer: int = setting(0, "IDP: layer whose attention selects the prompt")
+    statistic: str = setting("mean", "IDP: attention mass statistic", choices=STATISTICS)
+    routing: str = setting("attention", "IDP: how a prompt is chosen", choices=ROUTINGS)
+    training: str = setting("joint", "IDP: joint routing or per-cluster training", choices=TRAININGS)
+    init: str = setting("kmeans", "IDP: prompt initialisation", choices=INITS)
+    capacity: float = setting(1.5, "IDP: most facts a prompt takes, as a multiple of an even share (1 = even)")
 
     def __post_init__(self) -> None:
         if self.m < 1 or self.n < 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 from probe.artifacts import artifacts_root, read_manifest
 from probe.config import ModelSpec
 from probe.errors import ProbeError
+from probe.settings import setting
 
 RECOVERY_VARIANTS = ("prompt", "prefix", "lora", "idp")  # trained by `probe recover --method`
 VARIANTS = ("original", "compressed", *RECOVERY_VARIANTS)
@@ -23,8 +24,9 @@ class VariantSpec:
     """Which variant of which model."""
 
     model: ModelSpec
-    variant: str = "original"
-    compression: str | None = None
+    variant: str = setting("original", "Which variant of the model", choices=VARIANTS)
+    compression: str | None = setting(None, "Compressed variant (preset), e.g. gptq3; needed by every variant "
+                                            "but the original", default_text="none (the original)")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
