@@ -8,10 +8,9 @@ a default). ``experiments/smollm2.toml`` documents every key.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-
-import tomllib
 
 from probe.errors import ProbeError
 
