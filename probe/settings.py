@@ -122,6 +122,8 @@ class Option:
     def from_text(self, value: Any) -> Any:
         """A CLI value (comma-separated text for tuples) → the field's value."""
         if self.setting.parse is not None and isinstance(value, str):
+            if value == self.text(self.cli_default):  # the flag was left out: its default, unparsed
+                return self.cli_default
             return self.setting.parse(value)
         item = self.item_type
         if item is None or not isinstance(value, str):

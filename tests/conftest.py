@@ -18,6 +18,20 @@ import pytest
 # SmolLM2 is converted once per machine into this cache and reused by every session.
 SHARED_ARTIFACTS = Path(os.environ.get("PROBE_TEST_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
 
+# Per-test limit for tests/unit (tiny random models; the slowest, a tiny `probe run`, takes about two
+# minutes on 2 busy cores). Other folders keep pyproject's `timeout` (900 s, SmolLM2 and notebooks).
+UNIT_TIMEOUT_S = 600
+UNIT_TESTS = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give unit tests the tighter timeout, unless the test sets its own or `--timeout` was given."""
+    if not config.pluginmanager.hasplugin("timeout") or config.getoption("timeout", None) is not None:
+        return
+    for item in items:
+        if item.path.is_relative_to(UNIT_TESTS) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
+
 
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch) -> Path:

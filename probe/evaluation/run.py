@@ -11,7 +11,7 @@ from pathlib import Path
 from probe.artifacts import artifacts_root, build_manifest, spec_hash, write_json_atomic
 from probe.evaluation.perplexity import heldout_text, perplexity
 from probe.knowledge.loaders import load_probes
-from probe.knowledge.schema import ProbeSet
+from probe.knowledge.schema import ProbeSet, parse_relation_list
 from probe.knowledge.scoring import FactScore, score_facts
 from probe.runtime.spec import VariantSpec, model_key
 from probe.runtime.variant import LoadedVariant, load_variant, preflight_variant
@@ -23,7 +23,8 @@ class EvalSpec:
     variant: VariantSpec
     probes: str = setting("builtin", "'builtin' or a probe file (known_1000, LAMA, PopQA, JSONL)")
     split: str = setting("eval", "Which facts: eval, train or all")
-    relations: tuple[str, ...] = setting((), "Comma-separated relation ids", default_text="every relation")
+    relations: tuple[str, ...] = setting((), "Comma-separated relation ids", default_text="every relation",
+                                         parse=parse_relation_list)
     template: int = setting(0, "Which paraphrase template to ask with")
     batch_size: int = setting(32, "Probes per forward batch", unit="probes", min=1)
     perplexity: bool = setting(False, "Also measure held-out perplexity")

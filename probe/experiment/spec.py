@@ -13,6 +13,7 @@ A setting the file leaves out takes the stage's default, or the experiment's own
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,6 @@ from probe.experiment.dashboard import DashboardSpec
 from probe.recover.spec import METHODS, RecoverSpec
 from probe.runtime.spec import VariantSpec
 from probe.settings import Option, build, closest, options, setting
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 # table → the stage spec whose settings it holds
 STAGES: dict[str, type] = {"model": ModelSpec, "compress": CompressSpec, "recover": RecoverSpec,

@@ -154,13 +154,21 @@ def _parse(f: _File, text: str) -> list[_Record]:
         return _parse_json_list(f, text)
     if head == "{":
         return _parse_jsonl(f, text)
-    first = text.lstrip().splitlines()[0]
+    first = text.lstrip().split("\n", 1)[0]
     return _parse_table(f, text, "\t" if "\t" in first else ",")
+
+
+def _json(text: str) -> Any:
+    """``json.loads``; nesting too deep for the parser is reported like any other invalid JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 def _parse_json_list(f: _File, text: str) -> list[_Record]:
     try:
-        data = json.loads(text)
+        data = _json(text)
     except json.JSONDecodeError as e:
         raise f.error(f"line {e.lineno}", f"invalid JSON ({e.msg} at column {e.colno}): "
                                           f"fix or re-download the file") from None
@@ -175,7 +183,8 @@ def _parse_json_list(f: _File, text: str) -> list[_Record]:
 
 
 def _parse_jsonl(f: _File, text: str) -> list[_Record]:
-    lines = text.splitlines()
+    # only "\n" ends a line: str.splitlines would also split at U+2028 or U+0085 inside a JSON string
+    lines = text.split("\n")
     if len([ln for ln in lines if ln.strip()]) > 1 and lines[0].strip() == "{":
         raise ProbeError(f"{f.name} holds one JSON object over several lines: give a JSON list or "
                          f"JSONL (one object per line)")
@@ -184,7 +193,7 @@ def _parse_jsonl(f: _File, text: str) -> list[_Record]:
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = _json(line)
         except json.JSONDecodeError as e:
             raise f.error(f"line {n}", f"invalid JSON ({e.msg} at column {e.colno}): "
                                        f"each line must hold one JSON object") from None
@@ -208,7 +217,7 @@ def _parse_table(f: _File, text: str, delimiter: str) -> list[_Record]:
             if header is None:
                 header = [h.strip() for h in row]
                 if _detect(set(header)) != "popqa":
-                    raise _undetectable(f, set(header))
+                    raise _not_a_probe_table(f, header, delimiter)
                 continue
             if len(row) > len(header):
                 raise f.error(f"line {start}", f"{len(row)} columns but the header has {len(header)}: "
@@ -234,6 +243,22 @@ def _detect(keys: set[str]) -> str | None:
     return None
 
 
+def _not_a_probe_table(f: _File, header: list[str], delimiter: str) -> ProbeError:
+    """Text that is neither JSON nor JSONL and whose first line is not a PopQA header."""
+    expected = "expected JSON, JSONL (one object per line) or a PopQA TSV"
+    if len(header) < 2:
+        return ProbeError(f"{f.name}: cannot tell the probe format: {expected}, found plain text starting "
+                          f"'{_clip(header[0], 40)}'; supported: {SUPPORTED}")
+    kind = "comma" if delimiter == "," else "tab"
+    columns = ", ".join(_clip(h, 30) for h in header[:8]) + (", ..." if len(header) > 8 else "")
+    if _detect(set(header)) is not None:  # a format that is read from JSON/JSONL only
+        return ProbeError(f"{f.name}: cannot tell the probe format: found a {kind}-separated table with "
+                          f"columns {columns}, but only PopQA is read as a table: write each row as one "
+                          f"JSON object per line (JSONL) with these fields")
+    return ProbeError(f"{f.name}: cannot tell the probe format: {expected}, found a {kind}-separated table "
+                      f"with columns {columns}; supported: {SUPPORTED}")
+
+
 def _undetectable(f: _File, keys: set[str]) -> ProbeError:
     if {"relation", "template"} <= keys:
         hint = (" (it looks like LAMA's relations.jsonl, which holds only templates: give a data file "
@@ -243,9 +268,15 @@ def _undetectable(f: _File, keys: set[str]) -> ProbeError:
     elif "requested_rewrite" in keys:
         hint = " (CounterFact is not supported)"
     else:
-        shown = ", ".join(k if len(k) <= 30 else k[:27] + "..." for k in sorted(keys)[:8])
+        shown = ", ".join(_clip(k, 30) for k in sorted(keys)[:8])
         hint = f" (fields: {shown})" if shown else ""
     return ProbeError(f"{f.name}: cannot tell the probe format{hint}; supported: {SUPPORTED}")
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` for a one-line message: control characters escaped, at most ``limit`` characters."""
+    shown = json.dumps(text, ensure_ascii=False)[1:-1]
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,7 +314,7 @@ def _str_list(f: _File, rec: _Record, name: str, *, required: bool = False,
         return None
     if isinstance(value, str) and json_text:
         try:
-            value = json.loads(value)
+            value = _json(value)
         except json.JSONDecodeError as e:
             raise f.error(rec.loc, f"field {name!r} is not a JSON list ({e.msg}): "
                                    f"write it like [\"Paris\", \"City of Light\"]") from None
@@ -420,7 +451,7 @@ def _lama(f: _File, records: list[_Record], eval_fraction: float, rels: _Relatio
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
         return None
 
 

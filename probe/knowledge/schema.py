@@ -8,6 +8,7 @@ split, and every reported accuracy uses the eval split.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -65,6 +66,15 @@ class Fact:
     def prompt(self) -> str:
         return self.prompts[0]
 
+    def prompt_for(self, template: int) -> str:
+        """The prompt of paraphrase template ``template``; one this fact lacks is an error, not a fallback."""
+        if not 0 <= template < len(self.prompts):
+            last = len(self.prompts) - 1
+            valid = "only template 0" if last == 0 else f"templates 0 to {last}"
+            raise ProbeError(f"--template {template} is out of range for relation {self.relation!r}, which has "
+                             f"{valid}: give --template {0 if last == 0 else f'0..{last}'}")
+        return self.prompts[template]
+
     @property
     def answers(self) -> tuple[str, ...]:
         """The object and its aliases, each an acceptable answer."""
@@ -111,10 +121,7 @@ class ProbeSet:
 
     def select_relations(self, relations: Sequence[str]) -> ProbeSet:
         """Only the facts of the named relations; an unknown name is an error."""
-        known = set(self.relation_ids)
-        unknown = [r for r in relations if r not in known]
-        if unknown:
-            raise ProbeError(f"unknown relation {unknown[0]!r}: choose from {', '.join(sorted(known))}")
+        _refuse_unknown(relations, self.relation_ids)
         keep = set(relations)
         return ProbeSet(self.name, tuple(f for f in self.facts if f.relation in keep), self.relations)
 
@@ -122,6 +129,32 @@ class ProbeSet:
         """Hash of the facts' content, so artifacts can refuse to mix probe sets."""
         blob = json.dumps([f.to_dict() for f in self.facts], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def parse_relation_list(text: str | None, known: Iterable[str] | None = None) -> tuple[str, ...]:
+    """``--relations`` text ("capital, currency") as ids in order; ``None`` (flag not given) is ``()``, all.
+
+    Given text that names no relation (``""``, ``","``) is an error, not "all relations"; with
+    ``known``, an unknown id is an error naming the closest known one.
+    """
+    if text is None:
+        return ()
+    ids = tuple(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
+    if not ids:
+        raise ProbeError(f"--relations {text!r} names no relation: give comma-separated relation ids, "
+                         f"e.g. capital,currency, or leave the flag out to keep every relation")
+    if known is not None:
+        _refuse_unknown(ids, known)
+    return ids
+
+
+def _refuse_unknown(relations: Iterable[str], known: Iterable[str]) -> None:
+    choices = sorted(set(known))
+    for r in relations:
+        if r not in choices:
+            close = difflib.get_close_matches(r, choices, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ProbeError(f"unknown relation {r!r}: {hint}choose from {', '.join(choices)}")
 
 
 def split_for(subject: str, eval_fraction: float = 0.5, salt: str = "probe-split-v1") -> str:

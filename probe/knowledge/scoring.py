@@ -97,7 +97,7 @@ def encode_facts(facts: Sequence[Fact], tokenizer, template: int, max_positions:
     """Every fact's prompt and continuations as token ids, checked against the context length."""
     items = []
     for fact in facts:
-        prompt = fact.prompts[min(template, len(fact.prompts) - 1)]
+        prompt = fact.prompt_for(template)
         pairs = [encode_pair(tokenizer, prompt, c) for c in _continuations(fact)]
         longest = max(len(ctx) + len(ans) for ctx, ans in pairs)
         if longest > max_positions:

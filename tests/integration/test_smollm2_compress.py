@@ -8,12 +8,11 @@ shared. The self-generated calibration text is cached in the shared test artifac
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+
+from tests.cli_helpers import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +62,10 @@ def test_baked_variants_are_on_grid_dense_and_keep_embeddings(variants, smollm2_
 
 
 def test_probe_eval_cli_on_saved_variant(variants, root):
-    env = {**os.environ, "PROBE_ARTIFACTS": str(root)}
-    proc = subprocess.run([sys.executable, "-m", "probe", "eval", "--model", "smollm2-135m", "--variant",
-                           "compressed", "--compression", "gptq3", "--relations", "capital,chemical_symbol,continent",
-                           "--json"],
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    res = run_cli("eval", "--model", "smollm2-135m", "--variant", "compressed", "--compression", "gptq3",
+                   "--relations", "capital,chemical_symbol,continent", "--json", env={"PROBE_ARTIFACTS": str(root)})
+    assert res.code == 0, res.stderr[-2000:]
+    result = json.loads(res.stdout)
     assert result["variant"] == "compressed" and result["compression"] == "gptq3"
     assert result["n_facts"] > 100 and result["n_relations"] == 3 and 0 <= result["top1_accuracy"] < 0.5
     assert result["parents"]["compressed"] == _read(variants["gptq3"], "manifest.json")["spec_hash"]

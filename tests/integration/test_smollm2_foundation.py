@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +10,7 @@ import torch
 from probe.knowledge.schema import Fact
 from probe.knowledge.scoring import hf_logits_fn, score_facts
 from probe.models.bridge import hook_model
+from tests.cli_helpers import CliResult, run_cli
 from tests.conftest import load_smollm2
 
 pytestmark = pytest.mark.integration
@@ -63,16 +61,14 @@ def test_bridge_soft_prompt_equals_hf_inputs_embeds_smollm2(smollm2_folder):
     assert (got - want).abs().max().item() <= 1e-4
 
 
-def _probe(*args: str, env_root) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PROBE_ARTIFACTS": str(env_root), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True, text=True, env=env,
-                          timeout=900)
+def _probe(*args: str, env_root) -> CliResult:
+    return run_cli(*args, env={"PROBE_ARTIFACTS": str(env_root), "HF_HUB_OFFLINE": "1"})
 
 
 def test_probe_eval_json_on_builtin(smollm2_artifacts):
     res = _probe("eval", "--model", "smollm2-135m", "--probes", "builtin", "--split", "eval", "--json",
                  env_root=smollm2_artifacts)
-    assert res.returncode == 0, res.stderr
+    assert res.code == 0, res.stderr
     data = json.loads(res.stdout)
     for key in ("model", "variant", "n_facts", "n_relations", "top1_accuracy", "mc_accuracy", "per_relation",
                 "known_ids"):
@@ -93,7 +89,7 @@ def test_probe_eval_json_on_builtin(smollm2_artifacts):
 ])
 def test_probe_eval_bad_input_is_one_clear_line(smollm2_artifacts, args, needle):
     res = _probe("eval", *args, env_root=smollm2_artifacts)
-    assert res.returncode == 2
+    assert res.code == 2
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.stderr
     assert not (smollm2_artifacts / "eval").exists()

@@ -20,6 +20,7 @@ from probe.capture.store import list_runs, open_run
 from probe.cli import app
 from probe.compress import build_spec, compress
 from probe.errors import ProbeError
+from tests.cli_helpers import run_cli
 from tests.unit.test_capture_helpers import assert_same_arrays, build_capture_cfg, probe_file
 
 ROOT = Path(__file__).parents[2]
@@ -68,7 +69,8 @@ def test_resume_after_kill_9_equals_uninterrupted(artifacts, tmp_path):
     if n_done >= 12:
         pytest.skip("the capture finished before it could be killed")
     assert json.loads((done.parent / "manifest.json").read_text())["status"] == "running"
-    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
+    resumed = run_cli(*cmd[3:], env={"PROBE_ARTIFACTS": str(artifacts)})  # the resume needs no new process
+    assert resumed.code == 0, resumed.stderr
     ref = capture(build_capture_cfg(path, run="ref", batch_size=1, positions=("last", "all"), full_attention=64))
     assert_same_arrays(open_run(ref), open_run(done.parent))
 

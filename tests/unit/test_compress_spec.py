@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from probe.compress.spec import PRESETS, CompressSpec, build_spec, check_against_model, default_group_size
 from probe.errors import ProbeError
 from probe.models.tiny import build_tiny_llama
+from tests.cli_helpers import run_cli
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -69,11 +67,9 @@ def test_effective_bits():
     (["--method", "gptq3", "--calibration", "/no/such/file.txt"], "does not exist"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, match):
-    env = {**os.environ, "PROBE_ARTIFACTS": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "probe", "compress", "--model", "tiny-llama", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    res = run_cli("compress", "--model", "tiny-llama", *args, env={"PROBE_ARTIFACTS": str(tmp_path)})
+    assert res.code == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert re.search(match, lines[0])
     assert not (tmp_path / "variants").exists()

@@ -580,3 +580,63 @@ def test_bad_eval_fraction(tmp_path: Path) -> None:
 def test_builtin_dispatches_to_load_builtin() -> None:
     builtin = pytest.importorskip("probe.knowledge.builtin")
     assert load_probes("builtin").content_hash() == builtin.load_builtin().content_hash()
+
+
+# ---------------------------------------------------------------------------------------------------
+# text that is not a probe format; inputs that once crashed the loader
+
+
+@pytest.mark.parametrize(("content", "found"), [
+    ("prompt,answer\nThe capital of France is,Paris\n", "a comma-separated table with columns prompt, answer"),
+    ("prompt\tanswer\nThe capital of France is\tParis\n", "a tab-separated table with columns prompt, answer"),
+    ("sub_label,obj_label\nFrance,Paris\n", "a comma-separated table with columns sub_label, obj_label"),
+])
+def test_table_of_a_json_format_says_to_write_jsonl(tmp_path: Path, content: str, found: str) -> None:
+    path = tmp_path / "probes.jsonl"
+    path.write_text(content, encoding="utf-8")
+    message = error_of(path)
+    assert message.startswith("probes.jsonl: cannot tell the probe format: found " + found)
+    assert "only PopQA is read as a table" in message and "JSONL" in message
+    assert "missing field" not in message
+
+
+@pytest.mark.parametrize(("content", "found"), [
+    ("The capital of France is Paris\nThe capital of Spain is Madrid\n",
+     "found plain text starting 'The capital of France is Paris'"),
+    ("# probes\n" + json.dumps(GENERIC[0]) + "\n", "found plain text starting '# probes'"),
+    ("subject,object\nFrance,Paris\n", "found a comma-separated table with columns subject, object"),
+])
+def test_text_in_no_format_says_what_was_expected_and_found(tmp_path: Path, content: str, found: str) -> None:
+    path = tmp_path / "probes.csv"
+    path.write_text(content, encoding="utf-8")
+    message = error_of(path)
+    assert "expected JSON, JSONL (one object per line) or a PopQA TSV" in message and found in message
+
+
+def test_field_names_with_line_breaks_stay_on_one_line(tmp_path: Path) -> None:
+    message = error_of(write_jsonl(tmp_path / "probes.jsonl", [{"a\nb": 1, "c\rd": 2}]))
+    assert "fields: a\\nb, c\\rd" in message
+
+
+def test_deeply_nested_json_is_invalid_json_not_a_crash(tmp_path: Path) -> None:
+    for name, text in (("deep.json", "[" * 100_000), ("deep.jsonl", '{"a": ' + "[" * 100_000)):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        assert f"{name} line 1: invalid JSON (nested too deeply" in error_of(path)
+
+
+def test_popqa_jsonl_with_infinite_popularity(tmp_path: Path) -> None:
+    row = {"id": 1, "subj": "France", "prop": "capital", "obj": "Paris", "question": "What is the capital of France?",
+           "possible_answers": ["Paris"], "s_pop": float("inf"), "o_pop": 3.0, "prop_id": "x"}
+    fact = next(iter(load_probes(write_jsonl(tmp_path / "popqa.jsonl", [row]))))
+    assert (fact.meta["s_pop"], fact.meta["o_pop"], fact.meta["prop_id"]) == (None, 3, None)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\x85"])  # str.splitlines breaks at both
+def test_jsonl_lines_end_only_at_newline(tmp_path: Path, separator: str) -> None:
+    rows = [{"prompt": f"The capital{separator}of France is", "answer": "Paris"}, GENERIC[1]]
+    path = tmp_path / "probes.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    probes = load_probes(path)
+    assert probes.facts[0].prompt == f"The capital{separator}of France is"
+    assert [f.meta["location"] for f in probes] == ["line 1", "line 2"]

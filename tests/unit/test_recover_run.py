@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from probe.recover.run import recover
 from probe.recover.spec import RecoverSpec
 from probe.runtime.spec import VariantSpec, recovery_dir, variant_dir
 from probe.runtime.variant import load_variant
+from tests.cli_helpers import run_cli
 
 TINY = ModelSpec("tiny-llama")
 
@@ -134,11 +133,11 @@ def test_bad_corpus_file_saves_nothing(tiny_variant, tmp_path, content, match):
 
 def test_cli_bad_input_is_one_line_exit_2(artifacts):
     make_tiny_variant()
-    env_run = [sys.executable, "-m", "probe", "recover", "--model", "tiny-llama", "--compression", "fake3"]
+    base = ["recover", "--model", "tiny-llama", "--compression", "fake3"]
     for extra, match in ((["--method", "dora"], "unknown recovery method"), (["--steps", "0"], "--steps must be"),
                          (["--compression", "nope"], "probe compress --model tiny-llama --method nope")):
-        res = subprocess.run(env_run + extra, capture_output=True, text=True, timeout=120)
-        assert res.returncode == 2, res.stderr
+        res = run_cli(*base, *extra)
+        assert res.code == 2, res.stderr
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], res.stderr
     assert not (variant_dir(TINY, "fake3") / "recover").exists()
