@@ -15,6 +15,7 @@ from dataclasses import MISSING, dataclass, replace
 
 import torch
 
+from probe.artifacts import spec_hash
 from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
 from probe.settings import field_default, like, setting
@@ -108,8 +109,6 @@ class CompressSpec:
     @property
     def label(self) -> str:
         """Folder name under ``artifacts/variants/<model>/``."""
-        from probe.artifacts import spec_hash
-
         return self.name or f"{self.method.replace('+', '-')}-{spec_hash(self, 8)}"
 
     def effective_bits(self) -> float:

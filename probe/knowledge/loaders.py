@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import ProbeError
+from probe.knowledge.builtin import load_builtin
 from probe.knowledge.schema import SPLITS, Fact, ProbeSet, Relation, pick_distractors, split_for
 
 N_DISTRACTORS = 3
@@ -108,8 +109,6 @@ def load_probes(source: str | Path, eval_fraction: float = 0.5) -> ProbeSet:
     rows that do not name their split.
     """
     if str(source) == "builtin":
-        from probe.knowledge.builtin import load_builtin
-
         return load_builtin(eval_fraction)
     if not 0.0 <= eval_fraction <= 1.0:
         raise ProbeError(f"eval fraction {eval_fraction} is outside [0, 1]: give e.g. 0.5")
