@@ -1,4 +1,4 @@
-"""Atomic artifact folders and manifests."""
+"""Manifests, spec hashes and atomic JSON writes."""
 
 from __future__ import annotations
 
@@ -6,33 +6,9 @@ import json
 
 import pytest
 
-from probe.artifacts import atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
+from probe.artifacts import build_manifest, read_manifest, spec_hash, write_json_atomic
 from probe.config import ModelSpec
 from probe.errors import ProbeError
-
-
-def test_atomic_dir_publishes_only_on_success(tmp_path):
-    final = tmp_path / "out"
-    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
-        (tmp / "half.bin").write_text("x")
-        raise RuntimeError("interrupted")
-    assert not final.exists()
-    assert list(tmp_path.iterdir()) == []
-    with atomic_dir(final) as tmp:
-        (tmp / "whole.bin").write_text("x")
-    assert (final / "whole.bin").read_text() == "x"
-
-
-def test_atomic_dir_refuses_to_overwrite_unless_asked(tmp_path):
-    final = tmp_path / "out"
-    with atomic_dir(final) as tmp:
-        (tmp / "a").write_text("1")
-    with pytest.raises(FileExistsError), atomic_dir(final) as tmp:
-        (tmp / "a").write_text("2")
-    assert (final / "a").read_text() == "1"
-    with atomic_dir(final, overwrite=True) as tmp:
-        (tmp / "a").write_text("2")
-    assert (final / "a").read_text() == "2"
 
 
 def test_manifest_roundtrip_and_status(tmp_path):
