@@ -34,6 +34,7 @@ from probe.config import ModelSpec
 from probe.knowledge.loaders import load_probes
 from probe.models.load import load_model
 from probe.runtime.variant import CaptureView
+from probe.store import ArtifactStore
 
 RESULTS = Path(__file__).parent / "results" / "capture.json"
 POSITIONS = ("last", "subject")
@@ -133,8 +134,9 @@ def main() -> None:
         from probe.runtime.spec import VariantSpec
 
         root = Path(tempfile.mkdtemp())
+        shared = ArtifactStore.default().resolve("models", shared=True)
+        ArtifactStore(root).resolve("models", shared=True).symlink_to(shared)  # a scratch root, the shared models
         os.environ["PROBE_ARTIFACTS"] = str(root)
-        (root / "models").symlink_to(Path("artifacts").resolve() / "models")
         probes = root / "p.jsonl"
         probes.write_text("".join(json.dumps({"id": f.id, "prompt": f.prompt, "answer": f.object,
                                               "subject": f.subject, "relation": f.relation, "split": "eval"}) + "\n"

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from probe.store import ArtifactStore
+
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -51,13 +53,14 @@ def main() -> None:
     from probe.models.load import smollm2_folder
 
     folder = smollm2_folder()
-    shared_corpus = folder.parents[1] / "corpus"
+    shared_corpus = ArtifactStore.default().resolve("corpus", shared=True)
     shared_corpus.mkdir(exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="bench-compress-")) / "artifacts"
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "smollm2-135m").symlink_to(folder)
-    (root / "corpus").symlink_to(shared_corpus)
-    os.environ["PROBE_ARTIFACTS"] = str(root)
+    scratch = ArtifactStore(Path(tempfile.mkdtemp(prefix="bench-compress-")) / "artifacts")
+    model = scratch.model("smollm2-135m").path  # the shared model and corpus cache, linked into a scratch root
+    model.parent.mkdir(parents=True)
+    model.symlink_to(folder)
+    scratch.resolve("corpus", shared=True).symlink_to(shared_corpus)
+    os.environ["PROBE_ARTIFACTS"] = str(scratch.root)
 
     from probe.compress import build_spec, compress
     from probe.compress.llmc import quantize_recipe, run_oneshot
@@ -107,7 +110,7 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"saved {out}")
-    shutil.rmtree(root.parent, ignore_errors=True)
+    shutil.rmtree(scratch.root.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import numpy as np
 from probe.artifacts import build_manifest, write_json_atomic
 from probe.capture.recorder import Layout
 from probe.capture.store import CaptureStore
+from probe.store import ArtifactStore
 
 RESULTS = Path(__file__).parent / "results" / "dashboard.json"
 MODEL, COMPRESSION, D_MODEL, N_HEADS, T_MAX, N_FULL, BATCH = "tiny-llama", "gptq3", 64, 4, 16, 64, 16
@@ -72,8 +73,9 @@ def write_capture(root: Path, variant: str, n: int, n_layers: int, seed: int) ->
         positions=list(layout.positions), n_probes=n, n_batches=-(-n // BATCH), batch_size=BATCH, t_max=T_MAX,
         n_full_attention=N_FULL, prompt={"n_tokens": n_prefix, "n_prompts": 8 if n_prefix else 0},
         shapes={k: list(a.shape) for k, a in arrays.items()})
-    path = root / "captures" / MODEL / run
-    store = CaptureStore.create(path, arrays, BATCH, manifest, table)
+    handle = ArtifactStore(root).capture(MODEL, run)
+    with handle.lock():
+        store = CaptureStore.create(handle, arrays, BATCH, manifest, table)
     causal = np.tril(np.ones((T_MAX, T_MAX), bool))
     for b in range(-(-n // BATCH)):
         idx = np.arange(b * BATCH, min(n, (b + 1) * BATCH))
@@ -107,7 +109,8 @@ def write_capture(root: Path, variant: str, n: int, n_layers: int, seed: int) ->
 
 def write_analysis(root: Path, variants: list[str], n_layers: int) -> None:
     """Divergence, lens, CKA and cross-CKA tables, figures and a verdict in `probe analyze`'s format."""
-    from probe.analysis.run import Tables, _figures, _write_table
+    from probe.analysis.figures import write_figures
+    from probe.analysis.writers import Tables, write_table
 
     rng = np.random.default_rng(0)
     layers = tuple(range(n_layers))
@@ -122,15 +125,14 @@ def write_analysis(root: Path, variants: list[str], n_layers: int) -> None:
                 for lb in layers:
                     tables.put("cross_cka", {"variant": v, "layer": la, "original_layer": lb,
                                              "cka": float(rng.random())})
-    folder = root / "analysis" / f"{MODEL}-{COMPRESSION}"
-    folder.mkdir(parents=True)
-    for name, rows in tables.rows.items():
-        _write_table(folder, name, rows)
-    figures = _figures(folder, tables)
-    write_json_atomic(folder / "verdict.json", {"n_eval": 667, "n_lost": 120, "verdict": "synthetic"})
-    (folder / "verdict.md").write_text("# Verdict: synthetic\n\nsynthetic\n")
-    write_json_atomic(folder / "manifest.json", build_manifest("analysis", {"model": MODEL, "compression": COMPRESSION},
-                                                               figures=figures))
+    with ArtifactStore(root).analysis(f"{MODEL}-{COMPRESSION}").writer() as folder:
+        for name, rows in tables.rows.items():
+            write_table(folder, name, rows)
+        figures = write_figures(folder, tables.rows)
+        write_json_atomic(folder / "verdict.json", {"n_eval": 667, "n_lost": 120, "verdict": "synthetic"})
+        (folder / "verdict.md").write_text("# Verdict: synthetic\n\nsynthetic\n")
+        write_json_atomic(folder / "manifest.json", build_manifest(
+            "analysis", {"model": MODEL, "compression": COMPRESSION}, figures=figures))
 
 
 def timed(fn: Callable[[], object], repeats: int) -> dict:
@@ -232,17 +234,18 @@ def main() -> None:
         from probe.capture.store import list_runs
 
         root = Path(args.artifacts)
-        runs = [r for r in list_runs(root / "captures") if r["model"] == args.model and r["status"] == "complete"
+        store = ArtifactStore(root)
+        runs = [r for r in list_runs(store) if r["model"] == args.model and r["status"] == "complete"
                 and (r["variant"] == "original" or r["compression"] == args.compression)]
         if not runs:
-            raise SystemExit(f"no complete captures of {args.model}/{args.compression} under {root}/captures")
+            raise SystemExit(f"no complete captures of {args.model}/{args.compression} under {store.root}")
         from dashboards import data
         from probe.capture.store import open_run
 
         exp = data.find_experiment(root, f"{args.model}/{args.compression}")  # the captures the app shows
         shown = [r for r in runs if exp.runs.get(r["variant"]) == r["run"]]
         n = min(r["n_probes"] for r in shown)
-        n_layers = len(open_run(root / "captures" / args.model / shown[0]["run"]).manifest["layers"])
+        n_layers = len(open_run(store.capture(args.model, shown[0]["run"])).manifest["layers"])
         variants = list(exp.variants)
         results = time_all(root, args.model, f"{args.model}/{args.compression}", n,
                            "idp" if "idp" in variants else "compressed", n_layers - 1, args.repeats)

@@ -40,7 +40,7 @@ from probe.knowledge.scoring import hf_logits_fn
 from probe.models.load import load_model
 from probe.runtime.idp_router import IDPRouter
 from probe.runtime.kv_prefix import prefix_from_embeddings, prefix_logits_fn
-from probe.runtime.spec import variant_dir
+from probe.runtime.spec import variant_artifact
 
 RESULTS = Path(__file__).parent / "results" / "idp.json"
 
@@ -76,8 +76,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=16)
     args = ap.parse_args()
     torch.manual_seed(0)
-    folder = variant_dir(ModelSpec("smollm2-135m"), "gptq3")
-    source = "gptq3" if (folder / "manifest.json").is_file() else "original"
+    variant = variant_artifact(ModelSpec("smollm2-135m"), "gptq3")
+    folder = variant.path
+    source = "gptq3" if variant.manifest() is not None else "original"
     loaded = load_model(ModelSpec(str(folder)) if source == "gptq3" else ModelSpec("smollm2-135m"))
     model, tok = loaded.model, loaded.tokenizer
     for p in model.parameters():

@@ -22,7 +22,7 @@ import plotly.io as pio
 from zarr.core.sync import sync
 
 from probe.analysis.spec import VARIANT_ORDER
-from probe.capture.store import open_run
+from probe.capture.store import READ_ERRORS, open_run
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.registry import REGISTRY
@@ -121,7 +121,7 @@ def _open(root: str, model: str, run: str):
     status = handle.status()
     if status is None:
         raise ProbeError(f"unknown capture {model}/{run}: `probe runs` lists the captures under {root}")
-    r = open_run(handle.path)
+    r = open_run(handle)
     if status["status"] != "complete":
         done = handle.done_count()
         raise ProbeError(f"capture {model}/{run} is unfinished ({done}/{r.manifest.get('n_batches', '?')} batches): "
@@ -142,7 +142,7 @@ def _probes(root: str, model: str, run: str, mtime_ns: int) -> list[dict]:
 def probes(root: Path, model: str, run: str) -> list[dict]:
     """The probe table of a complete capture (cached until probes.json changes)."""
     r = open_capture(root, model, run)
-    return _probes(str(Path(root).resolve()), model, run, (r.path / "probes.json").stat().st_mtime_ns)
+    return _probes(str(Path(root).resolve()), model, run, r.handle.probes_file.stat().st_mtime_ns)
 
 
 @lru_cache(maxsize=4096)
@@ -167,7 +167,10 @@ def _rows_at_once(root: str, model: str, keys: list[tuple[str, str]], index: int
     async def gather() -> list:
         return await asyncio.gather(*(a.async_array.getitem(index) for a in arrays))
 
-    return [np.asarray(r) for r in sync(gather())]
+    try:
+        return [np.asarray(r) for r in sync(gather())]
+    except (OSError, ValueError, *READ_ERRORS):  # read them one by one: a damaged one names its capture
+        return [np.asarray(a[index]) for a in arrays]
 
 
 def row(root: Path, model: str, run: str, name: str, index: int) -> np.ndarray:

@@ -51,13 +51,14 @@ import warnings
 
 warnings.filterwarnings("ignore", message=".*(ipywidgets|IProgress)")  # progress bars without Jupyter widgets
 
-from probe.artifacts import artifacts_root, read_manifest
 from probe.config import ModelSpec
-from probe.runtime.spec import variant_dir
+from probe.runtime.spec import variant_artifact
+from probe.store import ArtifactStore
 
-ROOT = artifacts_root()
+STORE = ArtifactStore.default()
+ROOT = STORE.root
 MODEL_SPEC = ModelSpec(MODEL, dtype="float32")
-if read_manifest(variant_dir(MODEL_SPEC, COMPRESSION)) is None:
+if variant_artifact(MODEL_SPEC, COMPRESSION).manifest() is None:
     message = (f"No {COMPRESSION} variant of {MODEL} under {ROOT}: run `make demo` first "
                f"(or `probe compress --model {MODEL} --method {COMPRESSION}`).")
     print(message)
@@ -125,20 +126,35 @@ pd.DataFrame(rows, index=[f"top {k + 1}" for k in range(5)])
 # and MLP outputs at the probes' last and subject tokens, full attention maps for the first probes, and the
 # top next tokens. It is what `probe capture` runs.
 #
-# `probe analyze` compares *every* capture it finds under `artifacts/captures/<model>/`, so these few-probe
-# captures go to a scratch artifacts folder that links to the real models and variants.
+# `probe analyze` compares the captures it finds in the artifact store, so these few-probe captures go to a
+# scratch store that shares the real model (a link) and holds the compressed variant (hard links where the file
+# system allows, else a copy).
 
 # %%
 import json
+import shutil
 import tempfile
 
 from probe.capture.run import capture
 from probe.capture.spec import CaptureSpec
+from probe.store import model_key
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
 
 scratch = Path(tempfile.mkdtemp(prefix="probe-quickstart-"))
-for name in ("models", "variants", "corpus"):
-    if (ROOT / name).exists():
-        (scratch / name).symlink_to(ROOT / name)
+SCRATCH = ArtifactStore(scratch)
+model = STORE.model(model_key(MODEL))
+if model.path.exists():
+    SCRATCH.model(model.model).path.parent.mkdir(parents=True)
+    SCRATCH.model(model.model).path.symlink_to(model.path.resolve())
+variant = STORE.variant(model_key(MODEL), COMPRESSION)
+shutil.copytree(variant.path, SCRATCH.variant(variant.model, variant.compression).path, copy_function=link_or_copy)
 probe_file = scratch / "quickstart.jsonl"
 rows = [{"id": f.id, "relation": f.relation, "subject": f.subject, "prompt": f.prompt, "answer": f.object,
          "split": "eval", **({"aliases": list(f.aliases)} if f.aliases else {}),

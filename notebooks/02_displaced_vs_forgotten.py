@@ -62,15 +62,16 @@ warnings.filterwarnings("ignore", message=".*(ipywidgets|IProgress)")  # progres
 
 from probe.analysis.captures import check_runs, find_runs
 from probe.analysis.spec import AnalyzeSpec
-from probe.artifacts import artifacts_root
 from probe.errors import ProbeError
+from probe.store import ArtifactStore
 
 spec = AnalyzeSpec(MODEL, COMPRESSION, name=f"{MODEL}-{COMPRESSION}-notebook", n_boot=N_BOOT, n_boot_cka=N_BOOT_CKA,
                    min_facts=MIN_FACTS, seed=SEED, force=True)
 try:
     rs = check_runs(find_runs(spec))
 except ProbeError as exc:
-    message = f"No usable captures of {MODEL}/{COMPRESSION} under {artifacts_root()}: run `make demo` first ({exc})"
+    root = ArtifactStore.default().root
+    message = f"No usable captures of {MODEL}/{COMPRESSION} under {root}: run `make demo` first ({exc})"
     print(message)
     raise FileNotFoundError(message) from None
 VARIANTS = list(rs.runs)

@@ -50,20 +50,22 @@ warnings.filterwarnings("ignore", message=".*(ipywidgets|IProgress)")  # progres
 
 import pandas as pd
 
-from probe.artifacts import artifacts_root
 from probe.config import ModelSpec
 from probe.errors import ProbeError
-from probe.runtime.spec import VariantSpec, read_recovery, recovery_dir
+from probe.runtime.spec import VariantSpec, read_recovery, recovery_artifact
+from probe.store import ArtifactStore
+
+STORE = ArtifactStore.default()
 
 MODEL_SPEC = ModelSpec(MODEL, dtype="float32")
 IDP = VariantSpec(MODEL_SPEC, "idp", COMPRESSION)
 try:
     manifest = read_recovery(IDP)
 except ProbeError as exc:
-    message = f"No IDP recovery of {MODEL}/{COMPRESSION} under {artifacts_root()}: run `make demo` first ({exc})"
+    message = f"No IDP recovery of {MODEL}/{COMPRESSION} under {STORE.root}: run `make demo` first ({exc})"
     print(message)
     raise FileNotFoundError(message) from None
-folder = recovery_dir(MODEL_SPEC, COMPRESSION, "idp")
+folder = recovery_artifact(MODEL_SPEC, COMPRESSION, "idp").path
 pool = json.loads((folder / "adapter" / "idp.json").read_text())  # options and training usage
 OPTIONS = pool["options"]
 M = OPTIONS["m"]
@@ -122,13 +124,12 @@ pd.DataFrame({f"prompt {k}": [tok.decode([int(t)]) for t in nearest[k]] for k in
 # `probe eval` saves as `idp_choice`).
 
 # %%
-from probe.capture.store import captures_root, open_run
+from probe.capture.store import open_run
 from probe.knowledge.loaders import load_probes
 from probe.runtime.spec import model_key
 
-runs = [open_run(p.parent) for p in sorted((captures_root() / model_key(MODEL_SPEC)).glob("*/manifest.json"))]
-runs = [r for r in runs if r.manifest.get("variant") == "idp" and r.manifest.get("compression") == COMPRESSION
-        and r.manifest.get("status") == "complete"]
+runs = [open_run(c) for c in STORE.captures(model_key(MODEL_SPEC)) if c.manifest() is not None]
+runs = [r for r in runs if r.manifest.get("variant") == "idp" and r.manifest.get("compression") == COMPRESSION]
 source = runs[0].manifest["spec"]["probes"] if runs else "builtin"
 probe_set = load_probes(source)
 if runs:
@@ -152,10 +153,9 @@ facts_by_id = {f.id: f for f in probe_set.facts}
 again = loaded.annotate([facts_by_id[i] for i in table["id"]])["idp_choice"]
 agree = float(np.mean([again[i] == c for i, c in zip(table["id"], table["chosen_prompt"], strict=True)]))
 print(f"router asked again agrees on {agree:.1%} of {len(table)} probes")
-label = f"{COMPRESSION}-idp"
-for path in sorted((artifacts_root() / "eval" / model_key(MODEL_SPEC) / label).glob("*.json")):
-    saved = json.loads(path.read_text())
-    if "idp_choice" not in saved:
+for result in STORE.evals(model_key(MODEL_SPEC)):
+    saved, path = result.read(), result.path
+    if result.label != f"{COMPRESSION}-idp" or "idp_choice" not in saved:
         continue
     common = [(i, c) for i, c in zip(table["id"], table["chosen_prompt"], strict=True) if i in saved["idp_choice"]]
     same = np.mean([saved["idp_choice"][i] == c for i, c in common]) if common else float("nan")

@@ -1,8 +1,8 @@
 """Generic artifact helpers: spec hashes, manifests, the damage-checked JSON reader, atomic writes.
 
 Where each artifact lives is :mod:`probe.store`'s business (``ArtifactStore``); this module knows no
-layout. Every artifact folder is written under a temporary sibling name and renamed into place only
-when complete, so an interrupted run never leaves a folder that looks finished.
+layout and writes no artifact folder (the store's ``handle.writer()`` does: a temporary sibling renamed
+into place when complete, under the artifact's lock).
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from importlib import metadata
 from pathlib import Path
@@ -125,40 +123,3 @@ def check_manifest(data: Any, what: str, command: str, name: str = MANIFEST) -> 
     if data["status"] == "complete" and not isinstance(data.get("spec_hash"), str):
         raise damaged(what, f"{name} has no spec hash", command)
     return data
-
-
-def read_manifest(folder: Path) -> dict | None:
-    """The manifest of a finished artifact, or None when absent or unfinished; a damaged one is an error."""
-    path = Path(folder) / MANIFEST
-    what = str(folder)
-    command = "the command that made it, with --force"
-    data = read_json_checked(path, what, command)
-    if data is None:
-        return None
-    data = check_manifest(data, what, command)
-    return data if data["status"] == "complete" else None
-
-
-@contextlib.contextmanager
-def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder that becomes ``final`` only if the block completes.
-
-    On any exception the temporary folder is removed and ``final`` is untouched.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        if not overwrite:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FileExistsError(f"{final} already exists")
-        shutil.rmtree(final)
-    os.replace(tmp, final)

@@ -23,8 +23,10 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
+from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.settings import Option, build, options, strip_optional
+from probe.store import ArtifactStore
 
 Values = dict[str, dict[str, Any]]  # option group → {public name: value}
 _STAGES: dict[str, tuple[Callable[..., None], Callable[[], dict[str, list[Option]]]]] = {}
@@ -117,7 +119,7 @@ def _check_port(host: str, port: int) -> None:
 @app.command("models")
 def models_cmd() -> None:
     """List the models this toolkit knows and whether their weights are available here."""
-    from probe.models.registry import REGISTRY, availability
+    from probe.models.registry import REGISTRY, availability  # lazily, for start-up time
 
     table = Table(title="Models")
     for col in ("name", "architecture", "source", "available here", "env variable"):
@@ -129,7 +131,6 @@ def models_cmd() -> None:
 
 # Each stage command imports its stage inside (lazily, for start-up time: stages import torch).
 def _model_settings() -> dict[str, list[Option]]:
-    from probe.config import ModelSpec
 
     return {"model": options(ModelSpec)}
 
@@ -145,7 +146,7 @@ def eval_cmd(values: Values,
              as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False) -> None:
     """Knowledge accuracy of a model variant on knowledge probes, per relation."""
     from probe.evaluation.run import EvalSpec, run_eval  # lazily, for start-up time (imports torch)
-    from probe.evaluation.table import eval_table
+    from probe.evaluation.table import eval_table  # lazily, for start-up time
 
     result = run_eval(build(EvalSpec, values["spec"]))
     if as_json:
@@ -163,7 +164,6 @@ COMPRESS_DTYPE = "float32"  # compress() loads the model in float32 unless told 
 
 def _compress_settings() -> dict[str, list[Option]]:
     from probe.compress.spec import CompressSpec  # lazily, for start-up time (imports torch)
-    from probe.config import ModelSpec
 
     return {"spec": options(CompressSpec),
             "load": with_default(options(ModelSpec, only=("device", "dtype")), dtype=COMPRESS_DTYPE)}
@@ -183,8 +183,7 @@ def compress_cmd(values: Values,
 
 # ---- probe recover / probe costs -----------------------------------------------------------------
 def _recover_settings() -> dict[str, list[Option]]:
-    from probe.config import ModelSpec
-    from probe.recover.spec import RecoverSpec
+    from probe.recover.spec import RecoverSpec  # lazily, for start-up time
 
     return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device",))}
 
@@ -195,10 +194,12 @@ def recover_cmd(values: Values,
                 force: Annotated[bool, typer.Option(help="Retrain an existing recovery.")] = False) -> None:
     """Train a recovery (soft prompt, prefix, LoRA, IDP) on a compressed variant; save adapter, curve, eval."""
     from probe.recover.run import recover  # lazily, for start-up time (imports torch)
-    from probe.recover.spec import RecoverSpec
+    from probe.recover.spec import RecoverSpec  # lazily, for start-up time
+    from probe.runtime.spec import recovery_artifact  # lazily, for start-up time
 
-    path = recover(build(RecoverSpec, values["spec"]), **values["load"], force=force, with_eval=not no_eval)
-    manifest = json.loads((path / "manifest.json").read_text())
+    rspec = build(RecoverSpec, values["spec"])
+    path = recover(rspec, **values["load"], force=force, with_eval=not no_eval)
+    manifest = recovery_artifact(ModelSpec(rspec.model), rspec.compression, rspec.method).manifest() or {}
     out.print(f"recovery: {path}")
     out.print(f"trainable parameters {manifest['trainable_parameters']:,}; held-out loss compressed "
               f"{manifest['held_out_compressed']:.4f} -> recovered {manifest['held_out_after']:.4f} "
@@ -237,7 +238,7 @@ def _capture_settings() -> dict[str, list[Option]]:
 def capture_cmd(values: Values) -> None:
     """Record activations and attention of a variant on knowledge probes into a resumable store."""
     from probe.capture.run import capture  # lazily, for start-up time (imports torch)
-    from probe.capture.spec import CaptureSpec
+    from probe.capture.spec import CaptureSpec  # lazily, for start-up time
     from probe.experiment.build import build_missing  # lazily: --build runs compress/recover first
 
     capture(build(CaptureSpec, values["spec"]), build=build_missing)
@@ -246,7 +247,7 @@ def capture_cmd(values: Values) -> None:
 @app.command("runs")
 def runs_cmd() -> None:
     """List captures with their status, size and variant."""
-    from probe.capture.store import list_runs
+    from probe.capture.store import list_runs  # lazily, for start-up time
 
     table = Table(title="Captures")
     for col in ("model", "run", "variant", "compression", "status", "batches", "probes", "size"):
@@ -259,7 +260,7 @@ def runs_cmd() -> None:
 
 # ---- probe analyze -------------------------------------------------------------------------------
 def _analyze_settings() -> dict[str, list[Option]]:
-    from probe.analysis.spec import AnalyzeSpec
+    from probe.analysis.spec import AnalyzeSpec  # lazily, for start-up time
 
     return {"spec": options(AnalyzeSpec)}
 
@@ -268,7 +269,7 @@ def _analyze_settings() -> dict[str, list[Option]]:
 def analyze_cmd(values: Values) -> None:
     """Divergence, CKA, logit lens and decodability vs the original; the displaced-vs-forgotten verdict."""
     from probe.analysis.run import analyze  # lazily, for start-up time (imports torch)
-    from probe.analysis.spec import AnalyzeSpec
+    from probe.analysis.spec import AnalyzeSpec  # lazily, for start-up time
 
     result = analyze(build(AnalyzeSpec, values["spec"]))
     table = Table(title=f"Analysis {result.path.name} (95% bootstrap intervals over eval facts)")
@@ -284,7 +285,7 @@ def analyze_cmd(values: Values) -> None:
 
 # ---- probe dashboard -----------------------------------------------------------------------------
 def _dashboard_settings() -> dict[str, list[Option]]:
-    from probe.experiment.dashboard import DashboardSpec
+    from probe.experiment.dashboard import DashboardSpec  # lazily, for start-up time
 
     return {"spec": options(DashboardSpec)}
 
@@ -293,18 +294,17 @@ def _dashboard_settings() -> dict[str, list[Option]]:
 def dashboard_cmd(values: Values) -> None:
     """Browse captures, analyses and verdicts in a read-only Dash app."""
     from dashboards.app import serve  # lazily, for start-up time (imports dash)
-    from probe.artifacts import artifacts_root
-    from probe.experiment.dashboard import DashboardSpec
+    from probe.experiment.dashboard import DashboardSpec  # lazily, for start-up time
 
     spec = build(DashboardSpec, values["spec"])
     _check_port(spec.host, spec.port)
-    serve(spec.artifacts or artifacts_root(), host=spec.host, port=spec.port, debug=spec.debug)
+    serve(spec.artifacts or ArtifactStore.default().root, host=spec.host, port=spec.port, debug=spec.debug)
 
 
 # ---- probe run / probe demo ----------------------------------------------------------------------
 def _run_file(path: str, serve: bool, port: int | None) -> None:
     from probe.experiment.run import run_experiment, stage_table  # lazily, for start-up time (imports torch)
-    from probe.experiment.spec import load_experiment
+    from probe.experiment.spec import load_experiment  # lazily, for start-up time
 
     spec = load_experiment(path)
     port = port or spec.dashboard.port
@@ -317,10 +317,9 @@ def _run_file(path: str, serve: bool, port: int | None) -> None:
     out.print(stage_table(result))
     if serve:
         from dashboards.app import serve as serve_app  # lazily, for start-up time (imports dash)
-        from probe.artifacts import artifacts_root
 
         out.print(f"dashboard: http://{spec.dashboard.host}:{port}/ (Ctrl-C to stop)")
-        serve_app(spec.dashboard.artifacts or artifacts_root(), host=spec.dashboard.host, port=port)
+        serve_app(spec.dashboard.artifacts or ArtifactStore.default().root, host=spec.dashboard.host, port=port)
 
 
 NoServeOpt = Annotated[bool, typer.Option("--no-serve", help="Stop after the analysis; do not start the dashboard.")]
@@ -340,7 +339,7 @@ def run_cmd(
 @app.command("demo")
 def demo_cmd(no_serve: NoServeOpt = False, port: PortOpt = None) -> None:
     """The whole pipeline on the embedded SmolLM2 (experiments/smollm2.toml), then the dashboard."""
-    from pathlib import Path
+    from pathlib import Path  # lazily, for start-up time
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "smollm2.toml"
     if not path.is_file():

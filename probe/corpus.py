@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from probe.artifacts import artifacts_root, spec_hash, write_json_atomic
+from probe.artifacts import spec_hash, write_json_atomic
 from probe.errors import ProbeError
 from probe.knowledge.schema import ProbeSet
 from probe.progress import track
+from probe.store import ArtifactStore, model_key
 
 CORPUS_VERSION = 1
 
@@ -106,9 +107,9 @@ class CorpusSpec:
 
 
 def corpus_path(model_name: str, model_hash: str, spec: CorpusSpec) -> Path:
+    """The cache file of the text ``spec`` samples from the model ``model_name`` with weights ``model_hash``."""
     key = spec_hash({"model": model_hash, "spec": spec, "prompts": SEED_PROMPTS, "v": CORPUS_VERSION})
-    safe = Path(model_name).name if "/" in model_name else model_name
-    return artifacts_root() / "corpus" / safe / f"{key}.jsonl"
+    return ArtifactStore.default().corpus_file(model_key(model_name), key)
 
 
 def general_corpus(loaded, n_samples: int = 64, max_new_tokens: int = 128, seed: int = 0,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -269,7 +270,7 @@ class FolderArtifact(Artifact):
         with ``overwrite`` (``--force``), else the block's result is dropped with an error.
         """
         with self.lock():
-            final, tmp = self.path, self.temp_path()
+            tmp = self.temp_path()
             _remove(tmp)
             tmp.mkdir()
             try:
@@ -277,17 +278,62 @@ class FolderArtifact(Artifact):
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            if final.exists() or final.is_symlink():
-                if not overwrite:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise ProbeError(f"{self.what} already exists at {final}: rebuild it with {self.command}")
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
-                _remove(old)
-                os.replace(final, old)
-                os.replace(tmp, final)
-                _remove(old)
-            else:
-                os.replace(tmp, final)
+            self.publish(tmp, overwrite)
+
+    def publish(self, tmp: Path, overwrite: bool = False) -> None:
+        """Rename the finished temporary folder ``tmp`` into place (call it holding :meth:`lock`)."""
+        final = self.path
+        if final.exists() or final.is_symlink():
+            if not overwrite:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise ProbeError(f"{self.what} already exists at {final}: rebuild it with {self.command}")
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            _remove(old)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
+
+    def check_weights(self) -> None:
+        """Refuse truncated or corrupt ``*.safetensors`` files before a loader sees them (damaged error).
+
+        Reads each file's header (8-byte length, JSON tensor table) and checks that the file holds exactly
+        the bytes the header describes; no tensor data is read.
+        """
+        for file in sorted(self.path.rglob("*.safetensors")):
+            why = safetensors_problem(file)
+            if why is not None:
+                raise self.damaged(f"{file.relative_to(self.path)} {why}")
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """Why ``file`` is not a complete safetensors file (header and size), or None when it is."""
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"is truncated ({size} bytes, no header)"
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, 100 << 20):
+                return f"is truncated ({size} bytes, its header alone needs {n + 8})"
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        return f"cannot be read: {exc}"
+    except (ValueError, UnicodeDecodeError):
+        return "has a corrupt header"
+    if not isinstance(header, dict):
+        return "has a corrupt header"
+    try:
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "has a corrupt header"
+    expected = 8 + n + end
+    if size != expected:
+        return f"is {'truncated' if size < expected else 'longer than its header says'} ({size} bytes, its header " \
+               f"says {expected})"
+    return None
 
 
 @dataclass(frozen=True)

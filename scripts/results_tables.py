@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from probe.store import ArtifactStore
+
 
 def _read(path: Path) -> dict | list | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -26,9 +28,10 @@ def _md(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compression(root: Path, model: str) -> list[dict]:
+def compression(store: ArtifactStore, model: str) -> list[dict]:
     rows = []
-    for folder in sorted((root / "variants" / model).iterdir()):
+    for variant in store.variants(model):
+        folder = variant.path
         report = _read(folder / "report.json")
         if not isinstance(report, dict):
             continue
@@ -43,11 +46,11 @@ def compression(root: Path, model: str) -> list[dict]:
     return rows
 
 
-def recovery(root: Path, model: str, compression_name: str) -> list[dict]:
+def recovery(store: ArtifactStore, model: str, compression_name: str) -> list[dict]:
     rows = []
-    for folder in sorted((root / "variants" / model / compression_name / "recover").iterdir()):
-        m = _read(folder / "manifest.json")
-        if not isinstance(m, dict):
+    for handle in store.recoveries(model, compression_name):
+        folder, m = handle.path, handle.manifest()
+        if m is None:
             continue
         ev = m.get("eval") or {}
         rows.append({"method": folder.name, "extra params": f"{m['trainable_parameters']:,}",
@@ -60,9 +63,9 @@ def recovery(root: Path, model: str, compression_name: str) -> list[dict]:
     return rows
 
 
-def costs(root: Path, model: str, compression_name: str) -> list[dict]:
-    c = _read(root / "costs" / model / f"{compression_name}.json")
-    if not isinstance(c, dict):
+def costs(store: ArtifactStore, model: str, compression_name: str) -> list[dict]:
+    c = store.cost(model, compression_name).read()
+    if c is None:
         return []
     return [{"variant": r["variant"], "extra params": f"{r.get('extra_parameters', 0):,}",
              "forward ms": f"{r.get('forward_ms', float('nan')):.0f}",
@@ -77,16 +80,16 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--compression", default="gptq3")
     args = parser.parse_args()
-    root = Path(args.artifacts)
-    print("### Compression\n\n" + _md(compression(root, args.model)))
-    print(f"### Recovery of {args.compression}\n\n" + _md(recovery(root, args.model, args.compression)))
-    print(f"### Costs ({args.compression} variants)\n\n" + _md(costs(root, args.model, args.compression)))
-    analysis = root / "analysis" / f"{args.model}-{args.compression}"
-    summary = _read(analysis / "summary.json")
+    store = ArtifactStore(args.artifacts)
+    print("### Compression\n\n" + _md(compression(store, args.model)))
+    print(f"### Recovery of {args.compression}\n\n" + _md(recovery(store, args.model, args.compression)))
+    print(f"### Costs ({args.compression} variants)\n\n" + _md(costs(store, args.model, args.compression)))
+    analysis = store.analysis(f"{args.model}-{args.compression}")
+    summary = _read(analysis.file("summary.json"))
     print("### Analysis summary\n\n" + _md(summary if isinstance(summary, list) else []))
-    verdict = analysis / "verdict.md"
+    verdict = analysis.file("verdict.md")
     print(verdict.read_text() if verdict.is_file() else "(no verdict)\n")
-    times = _read(root / "experiments" / f"{args.experiment}.json")
+    times = _read(store.experiment_log(args.experiment))
     if isinstance(times, dict):
         built = times["built_seconds"]
         rows = [{"stage": k, "seconds": f"{v:.0f}"} for k, v in built.items()]

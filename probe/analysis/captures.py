@@ -14,10 +14,10 @@ import numpy as np
 
 from probe.analysis.divergence import check_finite
 from probe.analysis.spec import VARIANT_ORDER, AnalyzeSpec
-from probe.capture.store import CaptureRun, captures_root, open_run
+from probe.capture.store import CaptureRun, open_run
 from probe.errors import ProbeError
 from probe.models.hooks import HOOKS
-from probe.store import model_key
+from probe.store import ArtifactStore, model_key
 
 POS = "last"
 RECOVERIES = tuple(v for v in VARIANT_ORDER if v not in ("original", "compressed"))
@@ -39,9 +39,10 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
     the one with the most variants; captures of other probe sets (a quick look at a few probes)
     do not get in the way.
     """
-    folder = captures_root() / model_key(spec.model)
+    store = ArtifactStore.default()
+    model = model_key(spec.model)
     if spec.runs:
-        runs = [open_run(folder / r) for r in spec.runs]
+        runs = [open_run(store.capture(model, r)) for r in spec.runs]
         for r in runs:
             m = r.manifest
             if m.get("status") != "complete":
@@ -50,9 +51,8 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
                 raise ProbeError(f"run {r.path.name} is {m.get('compression')}/{m.get('variant')}, not of "
                                  f"--compression {spec.compression}")
         return _one_per_variant(runs)
-    runs = [open_run(p.parent) for p in sorted(folder.glob("*/manifest.json"))]
-    runs = [r for r in runs if r.manifest.get("status") == "complete" and (
-        r.manifest.get("variant") == "original" or r.manifest.get("compression") == spec.compression)]
+    runs = [r for r in _open_complete(store, model) if
+            r.manifest.get("variant") == "original" or r.manifest.get("compression") == spec.compression]
     groups: dict[tuple, list[CaptureRun]] = {}
     for r in runs:
         groups.setdefault((r.manifest.get("probe_hash"), r.manifest.get("split")), []).append(r)
@@ -61,7 +61,7 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
         have = {r.manifest.get("variant"): r.path.name for r in runs}
         for needed in ("original", "compressed"):
             if needed not in have:
-                raise ProbeError(f"no complete {needed} capture of {spec.model} under {folder}: run "
+                raise ProbeError(f"no complete {needed} capture of {spec.model} under {store.root}: run "
                                  f"{capture_command(spec, needed)}")
         raise ProbeError(f"captures come from different probe sets: original {have['original']} and compressed "
                          f"{have['compressed']} share no probe set and split; capture every variant with the same "
@@ -75,6 +75,18 @@ def find_runs(spec: AnalyzeSpec) -> dict[str, CaptureRun]:
         raise ProbeError(f"several capture sets fit equally ({', '.join(r.path.name for r in usable[0])} and "
                          f"{', '.join(r.path.name for r in usable[1])}): choose one per variant with --runs")
     return _one_per_variant(usable[0])
+
+
+def _open_complete(store: ArtifactStore, model: str) -> list[CaptureRun]:
+    """Every complete capture of ``model``; a damaged one is left out with a warning (the store's listing)."""
+    out = []
+    for handle in store.captures(model):
+        try:
+            if handle.manifest() is not None:
+                out.append(open_run(handle))
+        except ProbeError as exc:
+            store.warn(f"skipped: {exc}")
+    return out
 
 
 def _one_per_variant(runs: list[CaptureRun]) -> dict[str, CaptureRun]:

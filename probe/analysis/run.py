@@ -9,7 +9,7 @@ The pipeline, one typed result per step:
    decodability) return per-fact arrays keyed by variant;
 4. :mod:`~probe.analysis.headline` turns them into the verdict's numbers with intervals;
 5. :mod:`~probe.analysis.writers` and :mod:`~probe.analysis.figures` write tables, figures and
-   ``verdict.md`` atomically to ``artifacts/analysis/<name>/``.
+   ``verdict.md`` atomically into the store's analysis folder.
 
 Every statistic is at the probes' last token; families and verdict use eval-split facts only,
 train-split facts only train decodability probes.
@@ -35,16 +35,13 @@ from probe.analysis.lens import Lens
 from probe.analysis.spec import AnalyzeSpec
 from probe.analysis.verdict import verdict_text
 from probe.analysis.writers import build_tables, clean, summary_rows, verdict_json, write_table
-from probe.artifacts import artifacts_root, atomic_dir, build_manifest, write_json_atomic
+from probe.artifacts import build_manifest, write_json_atomic
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.bridge import hook_model
 from probe.models.load import load_model
 from probe.progress import console
-
-
-def analysis_root() -> Path:
-    return artifacts_root() / "analysis"
+from probe.store import ArtifactStore
 
 
 @dataclass
@@ -55,8 +52,9 @@ class AnalysisResult:
 
 
 def analyze(spec: AnalyzeSpec) -> AnalysisResult:
-    """Run the analysis and write ``artifacts/analysis/<name>/``."""
-    final = analysis_root() / spec.folder_name
+    """Run the analysis and write the store's analysis ``spec.folder_name``."""
+    artifact = ArtifactStore.default().analysis(spec.folder_name)
+    final = artifact.path
     if final.exists() and not spec.force:
         raise ProbeError(f"analysis {final} exists: use --force to overwrite it, or --name NAME")
     t0 = time.perf_counter()
@@ -81,7 +79,7 @@ def analyze(spec: AnalyzeSpec) -> AnalysisResult:
     tables = build_tables(rs.layers, lens_f, div, att, cka, dec, head, spec.n_boot, spec.seed)
     summary = summary_rows(head, cka, dec, rs.layers)
 
-    with atomic_dir(final, overwrite=True) as tmp:
+    with artifact.writer(overwrite=True) as tmp:
         for name, rows in tables.rows.items():
             write_table(tmp, name, rows)
         write_table(tmp, "summary", summary)

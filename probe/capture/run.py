@@ -1,11 +1,14 @@
 """`probe capture`: run a variant hooked on every probe and write the resumable store.
 
-Order of work: cheap checks (variant built, store state) → load → tokenise and size the store
-(refuse above ``--max-gb``) → create or resume the store → batches not yet done → finalise.
+Order of work: cheap checks (variant built) → the run's lock (rank 0) and store state → load →
+tokenise and size the store (refuse above ``--max-gb``) → create, resume or restart the store →
+batches not yet done → finalise. An unfinished store is resumed only when it was made from the same
+settings, probe set, tokenisation and parent weights; otherwise it is restarted from scratch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,7 +18,7 @@ from probe.artifacts import build_manifest, spec_hash
 from probe.capture.distributed import Ranks, close, init_ranks, rank_device
 from probe.capture.recorder import Layout, ProbeInput, Recorder, encode_probes, model_dims
 from probe.capture.spec import CaptureSpec
-from probe.capture.store import CaptureStore, captures_root, estimate_bytes, open_run, read_status
+from probe.capture.store import CaptureStore, estimate_bytes, open_run
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.schema import Fact
@@ -23,27 +26,36 @@ from probe.models.bridge import hook_model
 from probe.progress import console, track
 from probe.runtime.spec import VariantSpec, model_key
 from probe.runtime.variant import capture_view, load_variant, preflight_variant
+from probe.store import ArtifactStore, CaptureArtifact
 
 BatchCallback = Callable[[int], None]
 VariantBuilder = Callable[[VariantSpec], None]  # builds a variant that is missing (`--build`)
 
 
-def capture_path(spec: CaptureSpec) -> Path:
-    return captures_root() / model_key(spec.variant.model) / spec.run_name
+RESUME_KEYS = {"spec_hash": "settings", "probe_hash": "probe set", "t_max": "tokenisation width",
+               "n_probes": "number of probes", "parents": "parents (weights, probes)"}
 
 
-def check_existing(spec: CaptureSpec, path: Path, content_hash: str) -> dict | None:
-    """The unfinished store's manifest to resume, None to create; refuse to clobber a finished run."""
-    status = read_status(path)
-    if status is None or spec.force:
+def capture_artifact(spec: CaptureSpec) -> CaptureArtifact:
+    """The store handle of the capture ``spec`` makes."""
+    return ArtifactStore.default().capture(model_key(spec.variant.model), spec.run_name)
+
+
+def check_existing(spec: CaptureSpec, handle: CaptureArtifact) -> dict | None:
+    """The unfinished store's manifest (resumed if it matches), None when there is none or with ``--force``
+    (whose store is overwritten unread, damaged or not); refuse to clobber a finished run."""
+    if spec.force:
         return None
-    if status.get("status") == "complete":
-        raise ProbeError(f"capture {path} is already complete: use --force to overwrite it, or --run NAME for "
-                         f"another run")
-    if status.get("spec_hash") != content_hash:
-        raise ProbeError(f"an unfinished capture with other settings is at {path}: rerun with its settings to "
-                         f"resume, --force to restart it, or --run NAME")
+    status = handle.status()
+    if status is not None and status["status"] == "complete":
+        raise ProbeError(f"capture {handle.path} is already complete: use --force to overwrite it, or --run NAME "
+                         f"for another run")
     return status
+
+
+def changed(running: dict, manifest: dict) -> list[str]:
+    """What differs between an unfinished store's manifest and the one this run would write."""
+    return [what for key, what in RESUME_KEYS.items() if running.get(key) != manifest.get(key)]
 
 
 def probe_rows(facts: tuple[Fact, ...], inputs: list[ProbeInput]) -> list[dict]:
@@ -53,9 +65,9 @@ def probe_rows(facts: tuple[Fact, ...], inputs: list[ProbeInput]) -> list[dict]:
             for i, (f, p) in enumerate(zip(facts, inputs, strict=True))]
 
 
-def result_rows(rows: list[dict], store_path: Path, tokenizer) -> list[dict]:
+def result_rows(rows: list[dict], handle: CaptureArtifact, tokenizer) -> list[dict]:
     """The probe table with each probe's top-k tokens, answer rank and chosen prompt (read back)."""
-    run = open_run(store_path)
+    run = open_run(handle)
     ids, lps = run["logits/topk_ids"][:], run["logits/topk_logprobs"][:]
     rank, chosen = run["logits/answer_rank"][:], run["prompt/chosen"][:]
     return [{**row, "answer_rank": int(rank[i]), "answer_top1": bool(rank[i] == 0), "chosen_prompt": int(chosen[i]),
@@ -88,10 +100,23 @@ def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None, bu
                              "or build the variant first with `probe compress` / `probe recover`")
         build(vspec)
     preflight_variant(vspec)
-    path = capture_path(spec)
-    content_hash = spec_hash(spec.content())
-    resume = check_existing(spec, path, content_hash)
+    handle = capture_artifact(spec)
+    with contextlib.ExitStack() as held:
+        existing, failed = None, None
+        if ranks.is_main:  # rank 0 holds the run's lock from the store's creation to its finalisation
+            try:
+                held.enter_context(handle.lock())
+                existing = check_existing(spec, handle)
+            except ProbeError as exc:
+                failed = exc
+        if ranks.share_error(failed is not None):
+            raise failed or ProbeError(f"rank 0 could not start {handle.what}: see its error")
+        return _record(spec, vspec, ranks, handle, existing, on_batch)
 
+
+def _record(spec: CaptureSpec, vspec: VariantSpec, ranks: Ranks, handle: CaptureArtifact, existing: dict | None,
+            on_batch: BatchCallback | None) -> Path:
+    path = handle.path
     t0 = time.perf_counter()
     loaded = load_variant(vspec)
     view = capture_view(loaded)
@@ -127,12 +152,17 @@ def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None, bu
                 "over real keys, renormalised, with the prompt's mass in '.prompt_mass'"},
         shapes={k: list(a.shape) for k, a in arrays.items()}, estimated_bytes=size, world_size=ranks.world,
     )
-    manifest["spec_hash"] = content_hash
+    manifest["spec_hash"] = spec_hash(spec.content())
     rows = probe_rows(probes.facts, inputs)
-    if ranks.is_main and resume is None:
-        CaptureStore.create(path, arrays, spec.batch_size, manifest, rows)
+    if ranks.is_main:
+        differs = changed(existing, manifest) if existing is not None else []
+        if differs:
+            console.print(f"restarting the unfinished capture {path} from scratch: its {', '.join(differs)} changed "
+                          f"since it was started")
+        if existing is None or differs:
+            CaptureStore.create(handle, arrays, spec.batch_size, manifest, rows)
     ranks.barrier()
-    store = CaptureStore(path, spec.batch_size)
+    store = CaptureStore(handle, spec.batch_size)
     bridge = hook_model(replace(loaded.base, model=view.model))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     recorder = Recorder(bridge, view, layout, pad_id)
@@ -158,8 +188,7 @@ def _capture(spec: CaptureSpec, ranks: Ranks, on_batch: BatchCallback | None, bu
         if missing:
             raise ProbeError(f"{len(missing)} batches of {path} are missing: rerun the same command to resume")
         manifest["seconds"] = round(time.perf_counter() - t0, 2)
-        store.finalise(manifest, result_rows(rows, path, tok))
+        store.finalise(manifest, result_rows(rows, handle, tok))
         console.print(f"captured {n} probes in {manifest['seconds']:.1f} s: {path}")
     ranks.barrier()
     return path
-

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from probe.artifacts import artifacts_root, build_manifest, spec_hash, write_json_atomic
+from probe.artifacts import build_manifest, spec_hash
+from probe.errors import ProbeError
 from probe.evaluation.perplexity import heldout_text, perplexity
 from probe.knowledge.loaders import load_probes
 from probe.knowledge.schema import ProbeSet, parse_relation_list
@@ -16,6 +16,7 @@ from probe.knowledge.scoring import FactScore, score_facts
 from probe.runtime.spec import VariantSpec, model_key
 from probe.runtime.variant import LoadedVariant, load_variant, preflight_variant
 from probe.settings import setting
+from probe.store import ArtifactStore, EvalArtifact
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,10 @@ def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded:
     }
 
 
-def result_path(result: dict) -> Path:
-    label = result["variant"] if result["compression"] is None else f"{result['compression']}-{result['variant']}"
-    return (artifacts_root() / "eval" / result["model"] / label
-            / f"{result['probes'].replace(':', '-')}-t{result['template']}.json")
+def result_artifact(result: dict) -> EvalArtifact:
+    """The store handle of an eval result (from its model, variant, compression, probes and template)."""
+    return ArtifactStore.default().eval(result["model"], result["variant"], result["compression"], result["probes"],
+                                        result["template"])
 
 
 def probe_set_name(spec: EvalSpec) -> str:
@@ -99,12 +100,16 @@ def probe_set_name(spec: EvalSpec) -> str:
 def saved_result(spec: EvalSpec, parents: dict[str, str]) -> dict | None:
     """A saved result of the same spec over the same parent artifacts, if there is one."""
     v = spec.variant
-    path = result_path({"model": model_key(v.model), "variant": v.variant, "compression": v.compression,
-                        "probes": probe_set_name(spec), "template": spec.template})
-    if not path.is_file():
+    artifact = result_artifact({"model": model_key(v.model), "variant": v.variant, "compression": v.compression,
+                                "probes": probe_set_name(spec), "template": spec.template})
+    try:
+        saved = artifact.read()
+    except ProbeError as exc:  # a damaged saved result is recomputed (and overwritten)
+        artifact.store.warn(str(exc))
         return None
-    saved = json.loads(path.read_text())
-    ok = saved.get("parents") == parents and saved.get("manifest", {}).get("spec_hash") == spec_hash(spec)
+    if saved is None:
+        return None
+    ok = saved.get("parents") == parents and saved["manifest"].get("spec_hash") == spec_hash(spec)
     return saved if ok else None
 
 
@@ -127,5 +132,5 @@ def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None, reuse: bool = 
     if spec.perplexity:
         ppl = perplexity(base.tokenizer, loaded.logits_fn, heldout_text(), device=base.device)
     result = summarise(scores, spec, probes, loaded, ppl)
-    write_json_atomic(result_path(result), {**result, "manifest": build_manifest("eval", spec)})
+    result_artifact(result).write({**result, "manifest": build_manifest("eval", spec)})
     return result

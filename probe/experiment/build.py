@@ -5,11 +5,10 @@ Lives above the stages because it runs two of them; capture receives it as a cal
 
 from __future__ import annotations
 
-from probe.artifacts import read_manifest
 from probe.compress import build_spec, compress
 from probe.recover.run import recover
 from probe.recover.spec import RecoverSpec
-from probe.runtime.spec import RECOVERY_VARIANTS, VariantSpec, recovery_dir, variant_dir
+from probe.runtime.spec import RECOVERY_VARIANTS, VariantSpec, recovery_artifact, variant_artifact
 
 
 def build_missing(spec: VariantSpec) -> None:
@@ -17,9 +16,9 @@ def build_missing(spec: VariantSpec) -> None:
     if spec.variant == "original":
         return
     compression = spec.compression or ""
-    if read_manifest(variant_dir(spec.model, compression)) is None:
+    if variant_artifact(spec.model, compression).manifest() is None:
         compress(build_spec(spec.model.name, compression), device=spec.model.device)
-    if spec.variant in RECOVERY_VARIANTS and read_manifest(recovery_dir(spec.model, compression,
-                                                                        spec.variant)) is None:
+    recovery = recovery_artifact(spec.model, compression, spec.variant) if spec.variant in RECOVERY_VARIANTS else None
+    if recovery is not None and recovery.manifest() is None:
         recover(RecoverSpec(model=spec.model.name, compression=compression, method=spec.variant),
                 device=spec.model.device)

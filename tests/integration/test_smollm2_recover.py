@@ -28,9 +28,9 @@ def rtn3(w: torch.Tensor, group: int = 64) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, smollm2_folder):
-    from probe.artifacts import atomic_dir, build_manifest
+    from probe.artifacts import build_manifest
     from probe.config import ModelSpec
-    from probe.runtime.spec import variant_dir
+    from probe.runtime.spec import variant_artifact
     from tests.conftest import load_smollm2, module_artifacts
 
     with module_artifacts(tmp_path_factory, smollm2_folder, "recover") as root:
@@ -39,7 +39,7 @@ def root(tmp_path_factory, smollm2_folder):
             for name, p in loaded.model.named_parameters():
                 if name.endswith("proj.weight"):
                     p.copy_(rtn3(p))
-        with atomic_dir(variant_dir(ModelSpec("smollm2-135m"), PRESET)) as tmp:
+        with variant_artifact(ModelSpec("smollm2-135m"), PRESET).writer() as tmp:
             loaded.model.save_pretrained(tmp)
             loaded.tokenizer.save_pretrained(tmp)
             (tmp / "manifest.json").write_text(json.dumps(build_manifest("variant", {"preset": PRESET})))

@@ -205,3 +205,18 @@ def test_lost_facts_and_a_recovery_reach_the_verdict(artifacts, original_capture
     assert summary["original"]["top1"] == "100% [100, 100]" and summary["compressed"]["top1"] == "0% [0, 0]"
     assert summary["original"]["mean_cka"] == "—" and summary["prompt"]["mean_cka"] == "1.000"
     assert json.loads((result.path / "manifest.json").read_text())["distractors"].startswith("the probe file ")
+
+
+@pytest.mark.parametrize("damage", ["manifest", "arrays"])
+def test_a_damaged_capture_of_another_run_is_skipped_with_a_warning(artifacts, original_capture, capsys, damage):
+    twin = _twin(artifacts, original_capture)
+    broken = twin.with_name("rtn3-compressed-broken")
+    shutil.copytree(twin, broken)
+    if damage == "manifest":
+        (broken / "manifest.json").write_text((broken / "manifest.json").read_text()[:30])
+    else:
+        (broken / "arrays" / "zarr.json").write_text("{")
+    runs = find_runs(_spec())
+    assert runs["compressed"].path == twin
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: skipped: capture tiny-llama/rtn3-compressed-broken is damaged" in err

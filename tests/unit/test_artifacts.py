@@ -1,4 +1,4 @@
-"""Atomic artifact folders and manifests."""
+"""Manifests, spec hashes and atomic JSON writes."""
 
 from __future__ import annotations
 
@@ -6,33 +6,10 @@ import json
 
 import pytest
 
-from probe.artifacts import atomic_dir, build_manifest, read_manifest, spec_hash, write_json_atomic
+from probe.artifacts import build_manifest, spec_hash, write_json_atomic
 from probe.config import ModelSpec
 from probe.errors import ProbeError
-
-
-def test_atomic_dir_publishes_only_on_success(tmp_path):
-    final = tmp_path / "out"
-    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
-        (tmp / "half.bin").write_text("x")
-        raise RuntimeError("interrupted")
-    assert not final.exists()
-    assert list(tmp_path.iterdir()) == []
-    with atomic_dir(final) as tmp:
-        (tmp / "whole.bin").write_text("x")
-    assert (final / "whole.bin").read_text() == "x"
-
-
-def test_atomic_dir_refuses_to_overwrite_unless_asked(tmp_path):
-    final = tmp_path / "out"
-    with atomic_dir(final) as tmp:
-        (tmp / "a").write_text("1")
-    with pytest.raises(FileExistsError), atomic_dir(final) as tmp:
-        (tmp / "a").write_text("2")
-    assert (final / "a").read_text() == "1"
-    with atomic_dir(final, overwrite=True) as tmp:
-        (tmp / "a").write_text("2")
-    assert (final / "a").read_text() == "2"
+from probe.store import ArtifactStore
 
 
 def test_manifest_roundtrip_and_status(tmp_path):
@@ -40,11 +17,12 @@ def test_manifest_roundtrip_and_status(tmp_path):
     m = build_manifest("model", spec, parents={"x": "y"})
     assert m["spec_hash"] == spec_hash(spec) and m["spec"]["name"] == "tiny-llama"
     assert "torch" in m["versions"]
-    write_json_atomic(tmp_path / "manifest.json", m)
-    assert read_manifest(tmp_path)["parents"] == {"x": "y"}
-    write_json_atomic(tmp_path / "manifest.json", {**m, "status": "running"})
-    assert read_manifest(tmp_path) is None
-    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "running"
+    handle = ArtifactStore(tmp_path).analysis("a")
+    write_json_atomic(handle.manifest_file, m)
+    assert handle.manifest()["parents"] == {"x": "y"}
+    write_json_atomic(handle.manifest_file, {**m, "status": "running"})
+    assert handle.manifest() is None
+    assert json.loads(handle.manifest_file.read_text())["status"] == "running"
 
 
 def test_spec_hash_changes_with_spec():
@@ -53,8 +31,10 @@ def test_spec_hash_changes_with_spec():
 
 
 def test_a_damaged_manifest_is_one_clear_error(tmp_path):
-    (tmp_path / "manifest.json").write_text('{"status": "complete", "spec')
-    with pytest.raises(ProbeError, match=r"is damaged \(manifest.json is not valid JSON: .*\): rebuild it with the "
-                                         r"command that made it, with --force$"):
-        read_manifest(tmp_path)
-    assert read_manifest(tmp_path / "absent") is None
+    handle = ArtifactStore(tmp_path).analysis("a")
+    handle.path.mkdir(parents=True)
+    handle.manifest_file.write_text('{"status": "complete", "spec')
+    with pytest.raises(ProbeError, match=r"is damaged \(manifest.json is not valid JSON: .*\): rebuild it with "
+                                         r"`probe analyze"):
+        handle.manifest()
+    assert ArtifactStore(tmp_path).analysis("absent").manifest() is None

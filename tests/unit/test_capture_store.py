@@ -20,10 +20,13 @@ from probe.capture.store import list_runs, open_run
 from probe.cli import app
 from probe.compress import build_spec, compress
 from probe.errors import ProbeError
+from probe.store import ArtifactStore
 from tests.cli_helpers import run_cli
 from tests.unit.test_capture_helpers import assert_same_arrays, build_capture_cfg, probe_file
 
 ROOT = Path(__file__).parents[2]
+RESID = "last/blocks.2.hook_resid_post"
+DEAD_PID = 2**22 + 1  # above Linux's largest pid_max: never a running process
 
 
 class Stop(Exception):
@@ -75,7 +78,7 @@ def test_resume_after_kill_9_equals_uninterrupted(artifacts, tmp_path):
     assert_same_arrays(open_run(ref), open_run(done.parent))
 
 
-def test_finished_run_needs_force_and_unfinished_run_needs_same_settings(artifacts, tmp_path):
+def test_finished_run_needs_force_and_unfinished_run_with_other_settings_restarts(artifacts, tmp_path, capsys):
     spec = build_capture_cfg(probe_file(tmp_path, n=3), positions=("last",), batch_size=2)
     first = capture(spec)
     stamp = (first / "manifest.json").read_text()
@@ -86,8 +89,101 @@ def test_finished_run_needs_force_and_unfinished_run_needs_same_settings(artifac
     assert json.loads((first / "manifest.json").read_text())["status"] == "complete"
     with pytest.raises(Stop):
         capture(replace(spec, run="half"), on_batch=_stop_after(1))
-    with pytest.raises(ProbeError, match="unfinished capture with other settings"):
-        capture(replace(spec, run="half", dtype="float16"))
+    capsys.readouterr()
+    seen: list[int] = []
+    half = open_run(capture(replace(spec, run="half", dtype="float16"), on_batch=seen.append))
+    assert "from scratch: its settings changed" in " ".join(capsys.readouterr().err.split())
+    assert seen == [0, 1] and half.manifest["status"] == "complete" and half.manifest["dtype"] == "float16"
+
+
+def _edit(path: Path) -> None:
+    """The probe file with other, longer prompts and one fact fewer (other probes, other token width)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()][:-1]
+    for i, row in enumerate(rows):
+        row["prompt"] = f"Fact {i}: everyone who has studied geography agrees that " + row["prompt"].lower()
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_kill_edit_rerun_restarts_and_equals_a_fresh_run_of_the_edited_file(artifacts, tmp_path, capsys):
+    path = probe_file(tmp_path)
+    with pytest.raises(Stop):
+        capture(build_capture_cfg(path, run="edited"), on_batch=_stop_after(2))
+    old_width = open_run(artifacts / "captures/tiny-llama/edited")["tokens"].shape[1]
+    _edit(path)
+    capsys.readouterr()
+    resumed = open_run(capture(build_capture_cfg(path, run="edited")))
+    said = " ".join(capsys.readouterr().err.split())
+    assert "restarting the unfinished capture" in said and "probe set, tokenisation width, number of probes" in said
+    fresh = open_run(capture(build_capture_cfg(path, run="fresh")))
+    assert resumed["tokens"].shape[1] == fresh.manifest["t_max"] != old_width
+    assert_same_arrays(fresh, resumed)
+    assert resumed.probes == fresh.probes and len(resumed.probes) == 11
+    assert {k: resumed.manifest[k] for k in ("probe_hash", "t_max", "n_probes", "shapes", "status")} == \
+        {k: fresh.manifest[k] for k in ("probe_hash", "t_max", "n_probes", "shapes", "status")}
+
+
+def test_a_second_capture_of_the_same_run_is_one_error_naming_the_first_ones_pid(artifacts, tmp_path):
+    path = probe_file(tmp_path, n=2)
+    handle = ArtifactStore.default().capture("tiny-llama", "busy")
+    with handle.lock():
+        with pytest.raises(ProbeError, match=rf"^capture tiny-llama/busy is being written by process {os.getpid()} "):
+            capture(build_capture_cfg(path, run="busy"))
+        cmd = [sys.executable, "-m", "probe", "capture", "--model", "tiny-llama", "--probes", str(path), "--run",
+               "busy"]
+        done = subprocess.run(cmd, env={**os.environ, "PROBE_ARTIFACTS": str(artifacts)}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: capture tiny-llama/busy is being written by process "
+                                                   f"{os.getpid()}"), done.stderr
+    assert handle.status() is None
+
+
+def test_a_killed_runs_temporary_folder_is_removed_by_the_next_capture(artifacts, tmp_path, capsys):
+    handle = ArtifactStore.default().capture("tiny-llama", "tidy")
+    left = handle.temp_path(DEAD_PID)
+    (left / "arrays").mkdir(parents=True)
+    capture(build_capture_cfg(probe_file(tmp_path, n=2), run="tidy", positions=("last",)))
+    assert not left.exists()
+    assert f"left unfinished by process {DEAD_PID}" in capsys.readouterr().err
+    assert sorted(p.name for p in handle.path.parent.iterdir()) == ["tidy"]
+
+
+def _damage(run: Path, how: str) -> None:
+    if how == "manifest":
+        text = (run / "manifest.json").read_text()
+        (run / "manifest.json").write_text(text[: len(text) // 2])
+    else:
+        chunk = next(p for p in sorted((run / "arrays" / RESID / "c").rglob("*")) if p.is_file())
+        chunk.write_bytes(chunk.read_bytes()[:7])
+
+
+def test_a_truncated_manifest_is_skipped_by_probe_runs_and_force_overwrites_it(artifacts, tmp_path, capsys):
+    spec = build_capture_cfg(probe_file(tmp_path, n=3), positions=("last",), batch_size=2)
+    good = capture(replace(spec, run="good"))
+    bad = capture(replace(spec, run="bad"))
+    _damage(bad, "manifest")
+    capsys.readouterr()
+    assert [r["run"] for r in list_runs()] == ["good"]
+    assert "warning: skipped: capture tiny-llama/bad is damaged (manifest.json is not valid JSON" in \
+        capsys.readouterr().err
+    result = CliRunner().invoke(app, ["runs"], catch_exceptions=False)
+    assert result.exit_code == 0 and "good" in result.output
+    with pytest.raises(ProbeError, match=r"^capture tiny-llama/bad is damaged \(manifest.json is not valid JSON.*"
+                                         r"rebuild it with `probe capture --model tiny-llama --run bad --force`"):
+        capture(replace(spec, run="bad"))
+    assert capture(replace(spec, run="bad", force=True)) == bad
+    assert_same_arrays(open_run(good), open_run(bad))
+
+
+def test_a_corrupt_chunk_is_the_damaged_error_when_read(artifacts, tmp_path):
+    run = capture(build_capture_cfg(probe_file(tmp_path, n=3), positions=("last",), batch_size=2, run="chunk"))
+    _damage(run, "chunk")
+    reader = open_run(run)
+    assert reader["tokens"][:].shape[0] == 3  # the other arrays still read
+    with pytest.raises(ProbeError, match=r"^capture tiny-llama/chunk is damaged \(RuntimeError: .*blosc.*\): "
+                                         r"rebuild it with `probe capture"):
+        reader[RESID][:]
 
 
 def test_float16_halves_the_store(artifacts, tmp_path):

@@ -10,15 +10,15 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from probe.artifacts import atomic_dir, build_manifest
+from probe.artifacts import build_manifest
 from probe.config import ModelSpec
 from probe.errors import ProbeError
-from probe.evaluation.run import EvalSpec, result_path, run_eval
+from probe.evaluation.run import EvalSpec, result_artifact, run_eval
 from probe.models.tiny import build_tiny_llama, tiny_config
 from probe.recover.registry import get_method
 from probe.recover.run import recover
 from probe.recover.spec import RecoverSpec
-from probe.runtime.spec import VariantSpec, recovery_dir, variant_dir
+from probe.runtime.spec import VariantSpec, recovery_artifact, variant_artifact
 from probe.runtime.variant import load_variant
 from tests.cli_helpers import run_cli
 
@@ -32,12 +32,12 @@ def make_tiny_variant(preset: str = "fake3", seed: int = 5) -> Path:
         for name, p in model.named_parameters():
             if name.endswith("proj.weight"):
                 p.copy_((p / 0.02).round() * 0.02)
-    final = variant_dir(TINY, preset)
-    with atomic_dir(final, overwrite=True) as tmp:
+    variant = variant_artifact(TINY, preset)
+    with variant.writer(overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "manifest.json").write_text(json.dumps(build_manifest("variant", {"preset": preset, "seed": seed})))
-    return final
+    return variant.path
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def fast(method: str, **kw) -> RecoverSpec:
 @pytest.mark.parametrize("method", ["prompt", "prefix", "lora"])
 def test_recover_saves_and_loads_as_variant(tiny_variant, method):
     folder = recover(fast(method, steps=3))
-    assert folder == recovery_dir(TINY, "fake3", method)
+    assert folder == recovery_artifact(TINY, "fake3", method).path
     names = {p.name for p in folder.iterdir()}
     assert {"adapter", "manifest.json", "losses.json", "loss.png", "eval.json"} <= names
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
@@ -140,14 +140,14 @@ def test_cli_bad_input_is_one_line_exit_2(artifacts):
         assert res.code == 2, res.stderr
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], res.stderr
-    assert not (variant_dir(TINY, "fake3") / "recover").exists()
+    assert not recovery_artifact(TINY, "fake3", "lora").path.parent.exists()
 
 
 def test_saved_eval_is_reused_only_for_the_same_parents(tiny_variant):
     loaded = load_variant(VariantSpec(TINY, "compressed", "fake3"))
     spec = EvalSpec(variant=loaded.spec, relations=("capital",))
     first = run_eval(spec, loaded=loaded)
-    path = result_path(first)
+    path = result_artifact(first).path
     path.write_text(json.dumps({**json.loads(path.read_text()), "marker": 1}))
     assert run_eval(spec, loaded=loaded, reuse=True).get("marker") == 1
     loaded.parents = {**loaded.parents, "compressed": "other"}

@@ -58,28 +58,27 @@ def test_layout_is_todays(artifacts):
     assert store.experiment_log("demo") == root / "experiments/demo.json"
 
 
-def test_layout_equals_the_path_functions_of_the_stages(artifacts):
-    from probe.analysis.run import analysis_root
+def test_the_stages_handles_are_at_todays_paths(artifacts):
     from probe.analysis.spec import AnalyzeSpec
-    from probe.capture.run import capture_path
+    from probe.capture.run import capture_artifact
     from probe.capture.spec import CaptureSpec
     from probe.config import ModelSpec
-    from probe.evaluation.run import result_path
-    from probe.runtime.spec import VariantSpec, recovery_dir, variant_dir
-    from probe.runtime.spec import model_key as variants_model_key
+    from probe.evaluation.run import result_artifact
+    from probe.runtime.spec import VariantSpec, recovery_artifact, variant_artifact
+    from probe.runtime.spec import model_key as spec_model_key
 
-    store = ArtifactStore.default()
+    root = artifacts.resolve()
     spec = ModelSpec("tiny-llama")
-    assert variant_dir(spec, "rtn3") == store.variant("tiny-llama", "rtn3").path
-    assert recovery_dir(spec, "rtn3", "lora") == store.recovery("tiny-llama", "rtn3", "lora").path
+    assert variant_artifact(spec, "rtn3").path == root / "variants/tiny-llama/rtn3"
+    assert recovery_artifact(spec, "rtn3", "lora").path == root / "variants/tiny-llama/rtn3/recover/lora"
     result = {"model": "tiny-llama", "variant": "idp", "compression": "rtn3", "probes": "builtin:eval", "template": 1}
-    assert result_path(result) == store.eval("tiny-llama", "idp", "rtn3", "builtin:eval", 1).path
-    cspec = CaptureSpec(variant=VariantSpec(spec, "compressed", "rtn3"))
-    assert capture_path(cspec) == store.capture("tiny-llama", cspec.run_name).path
-    aspec = AnalyzeSpec(model="tiny-llama", compression="rtn3")
-    assert analysis_root() / aspec.folder_name == store.analysis(aspec.folder_name).path
-    for name in ("smollm2-135m", "/models/local-folder", "org/hub-model"):
-        assert model_key(name) == variants_model_key(ModelSpec(name))
+    assert result_artifact(result).path == root / "eval/tiny-llama/rtn3-idp/builtin-eval-t1.json"
+    cspec = CaptureSpec(variant=VariantSpec(ModelSpec("/models/local-folder"), "compressed", "rtn3"))
+    assert capture_artifact(cspec).path == root / "captures/local-folder/rtn3-compressed-builtin-eval"
+    assert AnalyzeSpec(model="org/hub-model", compression="rtn3").folder_name == "hub-model-rtn3"
+    for name, key in (("smollm2-135m", "smollm2-135m"), ("/models/local-folder", "local-folder"),
+                      ("org/hub-model", "hub-model")):
+        assert model_key(name) == spec_model_key(ModelSpec(name)) == key
 
 
 # ---- manifests: absent, unfinished, damaged -------------------------------------------------------
@@ -442,3 +441,41 @@ def test_compress_reports_a_damaged_variant_and_force_rebuilds_it(artifacts):
     assert compress(spec, evaluate=False, force=True) == variant.path
     assert variant.is_fresh(variant.manifest()["spec_hash"])
     assert sorted(p.name for p in variant.path.parent.iterdir()) == ["mag50"]  # no temp, no lock left
+
+
+def test_a_truncated_weights_file_is_damaged_before_loading(artifacts):
+    from probe.compress import build_spec, compress
+    from probe.config import ModelSpec
+    from probe.runtime.spec import VariantSpec
+    from probe.runtime.variant import load_variant
+
+    variant = ArtifactStore.default().variant("tiny-llama", "mag50")
+    compress(build_spec("tiny-llama", "mag50", n_calibration=2, seq_len=16), evaluate=False)
+    variant.check_weights()
+    weights = variant.path / "model.safetensors"
+    full = weights.read_bytes()
+    weights.write_bytes(full[:-100])
+    spec = VariantSpec(ModelSpec("tiny-llama"), "compressed", "mag50")
+    with pytest.raises(ProbeError, match=rf"^compressed variant tiny-llama/mag50 is damaged \(model.safetensors is "
+                                         rf"truncated \({len(full) - 100} bytes, its header says {len(full)}\)\): "
+                                         rf"rebuild it with `probe compress --model tiny-llama --method mag50 "
+                                         rf"--force`$"):
+        load_variant(spec)
+
+
+@pytest.mark.parametrize(("cut", "why"), [(3, r"is truncated \(3 bytes, no header\)"),
+                                          (20, r"is truncated \(20 bytes, its header alone needs \d+\)"),
+                                          (None, "has a corrupt header")])
+def test_safetensors_problems_are_named(store, cut, why):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    handle = store.recovery("m", "c", "lora")
+    file = handle.path / "adapter" / "adapter_model.safetensors"
+    file.parent.mkdir(parents=True)
+    save_file({"w": np.ones((4, 4), np.float32)}, str(file))
+    handle.check_weights()
+    data = file.read_bytes()
+    file.write_bytes(data[:cut] if cut is not None else data[:8] + b"{" * (len(data) - 8))
+    with pytest.raises(ProbeError, match=rf"^recovery m/c/lora is damaged \(adapter/adapter_model.safetensors {why}"):
+        handle.check_weights()
