@@ -137,15 +137,18 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
     spec = check_against_model(spec, loaded.model, entry.group_size if entry else 128)
     variant = ArtifactStore.default().variant(model_key(spec.model), spec.label)
     final = variant.path
+    stored_model = ArtifactStore.default().model(model_key(spec.model))  # absent for random or local models
+    parents = [stored_model] if stored_model.manifest() is not None else []
+    if not force and variant.is_fresh(spec_hash(spec), parents):
+        console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
+        return final
     existing = None if force else variant.manifest()  # --force overwrites even a damaged variant
-    if existing is not None and not force:
-        if existing.get("spec_hash") == spec_hash(spec):
-            console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
-            return final
-        if not rebuild_changed:
+    if existing is not None:
+        if existing.get("spec_hash") != spec_hash(spec) and not rebuild_changed:
             raise ProbeError(f"variant {final} exists with other settings (e.g. calibration): pass --force to "
                              f"rebuild it, or change a method setting to get a new folder")
-        console.print(f"The settings of {final} changed: rebuilding it")
+        why = "settings" if existing.get("spec_hash") != spec_hash(spec) else "base model"
+        console.print(f"The {why} of {final} changed: rebuilding it")
         force = True
     layers = target_linears(loaded.model, spec)
     original = {n: m.weight.detach().clone() for n, m in layers.items()}

@@ -112,14 +112,16 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
     compressed_manifest = check_inputs(spec, model_spec)
     artifact = recovery_artifact(model_spec, spec.compression, spec.method)
     final = artifact.path
+    content = spec_hash(spec.content())
+    if not force and artifact.is_fresh(content, [variant_artifact(model_spec, spec.compression)]):
+        console.print(f"Reusing the finished recovery {final} (pass --force to retrain)")
+        return final
     existing = None if force else artifact.manifest()  # --force overwrites even a damaged recovery
     if existing is not None:
-        if existing.get("spec_hash") == spec_hash(spec.content()):
-            console.print(f"Reusing the finished recovery {final} (pass --force to retrain)")
-            return final
-        if not rebuild_changed:
+        if existing.get("spec_hash") != content and not rebuild_changed:
             raise ProbeError(f"recovery {final} exists with other settings: pass --force to retrain it")
-        console.print(f"The settings of {final} changed: retraining it")
+        why = "settings" if existing.get("spec_hash") != content else "compressed variant"
+        console.print(f"The {why} of {final} changed: retraining it")
     start = time.perf_counter()
     method = get_method(spec.method)
     with status(f"Loading {spec.model} (teacher) and {spec.compression} (student)"):

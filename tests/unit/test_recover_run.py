@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,19 @@ def test_recover_is_deterministic(tiny_variant):
     a = json.loads((recover(fast("prompt"), with_eval=False) / "losses.json").read_text())["losses"]
     b = json.loads((recover(fast("prompt"), force=True, with_eval=False) / "losses.json").read_text())["losses"]
     assert a == b
+
+
+def test_recovery_is_reused_until_its_compressed_variant_is_rebuilt(tiny_variant, capsys):
+    first = recover(fast("prompt", steps=2), with_eval=False)
+    made = (first / "manifest.json").stat().st_mtime_ns
+    recover(fast("prompt", steps=2), with_eval=False)
+    assert "Reusing the finished recovery" in capsys.readouterr().err
+    assert (first / "manifest.json").stat().st_mtime_ns == made
+    later = made + 10**9  # the compressed variant's manifest is newer: what was trained on it is stale
+    os.utime(tiny_variant / "manifest.json", ns=(later, later))
+    recover(fast("prompt", steps=2), with_eval=False)
+    assert "The compressed variant of" in " ".join(capsys.readouterr().err.split())
+    assert (first / "manifest.json").stat().st_mtime_ns > made
 
 
 def test_missing_variant_names_compress_command(artifacts):
