@@ -319,7 +319,6 @@ def _run_file(path: str, serve: bool, port: int | None) -> None:
         from dashboards.app import serve as serve_app  # lazily, for start-up time (imports dash)
         from probe.artifacts import artifacts_root
 
-        out.print(f"dashboard: http://{spec.dashboard.host}:{port}/ (Ctrl-C to stop)")
         serve_app(spec.dashboard.artifacts or artifacts_root(), host=spec.dashboard.host, port=port)
 
 
