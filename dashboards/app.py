@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from waitress.server import BaseWSGIServer, create_server
 
 from dashboards.pages import attention, layers, overview, probes, verdict
 from dashboards.pages.common import notice, parse_query
@@ -79,6 +80,24 @@ def create_app(artifacts_root: str | Path) -> Dash:
     return app
 
 
+def make_server(artifacts_root: str | Path, host: str = "127.0.0.1", port: int = 8050,
+                threads: int = 8) -> BaseWSGIServer:
+    """The dashboard on waitress, a production WSGI server, bound but not yet serving (``port`` 0: any free one;
+    the bound port is ``server.effective_port``). ``run()`` serves, ``close()`` unbinds."""
+    return create_server(create_app(artifacts_root).server, host=host, port=port, threads=threads,
+                         ident="probe dashboard")
+
+
 def serve(artifacts_root: str | Path, host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
-    """Run the dashboard's web server (blocking)."""
-    create_app(artifacts_root).run(host=host, port=port, debug=debug)
+    """Serve the dashboard until Ctrl-C (blocking): waitress, or Dash's development server with ``debug``
+    (reloader and tracebacks in the page, local use only)."""
+    if debug:
+        create_app(artifacts_root).run(host=host, port=port, debug=True)
+        return
+    server = make_server(artifacts_root, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dashboard: http://{shown}:{server.effective_port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.run()
+    finally:
+        server.close()

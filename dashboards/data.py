@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import plotly.io as pio
+from tokenizers import Tokenizer
 from zarr.core.sync import sync
 
 from probe.analysis.spec import VARIANT_ORDER
@@ -375,6 +376,50 @@ def cost_rows(root: Path) -> list[dict]:
 
 def clear_caches() -> None:
     """Forget every cached read (tests and benchmarks measure cold reads with it)."""
-    for fn in (_open, _array, _probes, _row, _chosen, _figure_json, _lens_ranks):
+    for fn in (_open, _array, _probes, _row, _chosen, _figure_json, _lens_ranks, _tokenizer):
         fn.cache_clear()
     clear_read_cache()
+
+
+# ---- attention axes: token labels and the prompt's share -------------------------------------------
+@lru_cache(maxsize=4)
+def _tokenizer(root: str, model: str):
+    """The model's tokenizer alone, no weights: its ``tokenizer.json`` read by the ``tokenizers`` library (fast,
+    no torch). The tiny random models' byte tokenizer is built in memory (imports transformers; tests only)."""
+    entry = REGISTRY.get(model)
+    if entry is not None and entry.source == "random":
+        from probe.models.tiny import tiny_tokenizer  # lazy: transformers, only the tiny test models need it
+
+        return tiny_tokenizer()
+    path = store(root).model(model).path / "tokenizer.json"
+    if not path.is_file():
+        raise ProbeError(f"token labels need the original model's tokenizer, {path}: run `probe eval --model "
+                         f"{model}` once to convert the model")
+    return Tokenizer.from_file(str(path))
+
+
+def token_labels(root: Path, model: str, run: str, index: int) -> list[str]:
+    """Probe ``index``'s real tokens as text: the capture's stored ids (``tokens``) decoded one by one."""
+    ids = row(root, model, run, "tokens", index)
+    tok = _tokenizer(str(store(root).root), model)
+    return [tok.decode([int(i)], skip_special_tokens=False) for i in ids[ids >= 0]]
+
+
+def attention_prompt_mass(root: Path, model: str, run: str, layer: int, index: int, kind: str) -> np.ndarray | None:
+    """Per head and query, the attention mass that went to the variant's prompt positions ``[H, Q]``.
+
+    ``kind`` is :func:`attention`'s (``full``: every query of the probe's real tokens; ``last``: its last
+    token). None when the variant has no prompt positions (original, compressed, LoRA).
+    """
+    name = hook(root, model, run, "pattern", layer, kind) + ".prompt_mass"
+    if not has_array(root, model, run, name):
+        return None
+    mass = row(root, model, run, name, index).astype(np.float64)
+    if kind == "full":
+        return mass[:, : int(probes(root, model, run)[index]["n_tokens"])]
+    return mass[:, None]
+
+
+def prompt_length(root: Path, model: str, run: str) -> int:
+    """How many prompt positions the variant puts before the probe's tokens (0: none)."""
+    return int((open_capture(root, model, run).manifest.get("prompt") or {}).get("n_tokens") or 0)

@@ -318,7 +318,6 @@ def _run_file(path: str, serve: bool, port: int | None) -> None:
     if serve:
         from dashboards.app import serve as serve_app  # lazily, for start-up time (imports dash)
 
-        out.print(f"dashboard: http://{spec.dashboard.host}:{port}/ (Ctrl-C to stop)")
         serve_app(spec.dashboard.artifacts or ArtifactStore.default().root, host=spec.dashboard.host, port=port)
 
 

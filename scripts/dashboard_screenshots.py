@@ -19,9 +19,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from werkzeug.serving import make_server
 
-from dashboards.app import create_app
+from dashboards.app import make_server
 
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -51,10 +50,12 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=3, help="probe shown on the Attention page")
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--port", type=int, default=8057)
+    parser.add_argument("--layers", default="5,20", help="two layers: the Attention page's layer change is timed "
+                                                          "from the first to the second")
     args = parser.parse_args()
 
-    server = make_server("127.0.0.1", args.port, create_app(args.artifacts).server, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = make_server(args.artifacts, port=args.port)  # waitress, as `probe dashboard` serves
+    threading.Thread(target=server.run, daemon=True).start()
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in CHROME_FLAGS:
@@ -74,16 +75,17 @@ def main() -> None:
             times[f"open {name}"] = round(time.perf_counter() - t0 - 1.5, 3)
             driver.save_screenshot(str(out / f"{name}.png"))
             print(f"{name:<10} drawn in {times[f'open {name}']:.2f} s -> {out / f'{name}.png'}")
-        driver.get(f"{base}/attention{query}&layer=5")
-        wait_text(driver, "#attention-heatmaps .gtitle", "layer 5")
+        first, second = args.layers.split(",")
+        driver.get(f"{base}/attention{query}&layer={first}")
+        wait_text(driver, "#attention-heatmaps .gtitle", f"layer {first}")
         t0 = time.perf_counter()
-        driver.get(f"{base}/attention{query}&layer=20")
-        wait_text(driver, "#attention-heatmaps .gtitle", "layer 20")
-        times["attention: change layer (reload with layer=20)"] = round(time.perf_counter() - t0, 3)
+        driver.get(f"{base}/attention{query}&layer={second}")
+        wait_text(driver, "#attention-heatmaps .gtitle", f"layer {second}")
+        times[f"attention: change layer (reload with layer={second})"] = round(time.perf_counter() - t0, 3)
         logs = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     finally:
         driver.quit()
-        server.shutdown()
+        server.close()
     (out / "timings.json").write_text(json.dumps({"exp": args.exp, "seconds": times,
                                                   "severe_console_errors": logs}, indent=2))
     print(json.dumps(times, indent=2))

@@ -81,8 +81,7 @@ def mass(root: Path, exp_key: str, variant: str, head: int, probe: int) -> html.
     y = m.mean(1) if int(head) < 0 else m[:, int(head)]
     fig = go.Figure(go.Scatter(x=lays, y=y, mode="lines+markers", name=variant))
     fig.update_layout(title=f"{variant}, probe {probe}, {'mean of heads' if int(head) < 0 else f'head {head}'}",
-                      xaxis_title="layer", yaxis_title="attention mass on prompt", yaxis_range=[0, 1],
-                      margin={"t": 50})
+                      xaxis_title="layer", yaxis_title="attention mass on prompt", yaxis_range=[0, 1])
     return graph("attention-mass-graph", fig, 320)
 
 
@@ -101,8 +100,7 @@ def idp(root: Path, exp_key: str, probe: int) -> html.Div:
                     or chosen.max() + 1)
     counts = np.bincount(chosen[chosen >= 0], minlength=n_prompts)
     fig = go.Figure(go.Bar(x=list(range(len(counts))), y=counts))
-    fig.update_layout(title="usage of each prompt over all probes", xaxis_title="prompt", yaxis_title="probes",
-                      margin={"t": 50})
+    fig.update_layout(title="usage of each prompt over all probes", xaxis_title="prompt", yaxis_title="probes")
     return html.Div([html.P(f"probe {probe} chose prompt {int(chosen[int(probe)])}", id="attention-idp-chosen"),
                      graph("attention-idp-graph", fig, 280)])
 

@@ -1,8 +1,9 @@
-"""Pieces every page shares: URL-state controls, notices, tables and the attention figure."""
+"""Pieces every page shares: URL-state controls, notices, tables, the figure frame and the attention figure."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -87,16 +88,35 @@ def table(rows: list[dict], table_id: str | None = None, page_size: int = 20, **
                                 style_header={"fontWeight": "bold"}, **extra, **kwargs)
 
 
+# The plot toolbar (modebar) sits in the top 30 px of every graph, over its right side: titles start
+# below it, so no title is ever hidden under it whatever its length or the graph's width.
+TOOLBAR_PX, TITLE_LINE_PX, SUBPLOT_TITLE_PX, GAP_PX = 30, 19, 22, 10
+
+
+def styled(fig: go.Figure) -> go.Figure:
+    """Every figure's frame (all pages): the title left-aligned under the plot toolbar, a top margin that fits it
+    (one more line per ``<br>``, room for subplot titles), compact side margins. Returns ``fig``, changed."""
+    text = fig.layout.title.text or ""
+    lines = text.count("<br>") + 1 if text else 0
+    subplot_titles = any(a.yref == "paper" and a.yanchor == "bottom" and (a.y or 0) >= 1
+                         for a in fig.layout.annotations)
+    top = TOOLBAR_PX + lines * TITLE_LINE_PX + (SUBPLOT_TITLE_PX if subplot_titles else 0) + GAP_PX
+    fig.update_layout(title={"x": 0, "xref": "container", "xanchor": "left", "y": 1, "yref": "container",
+                             "yanchor": "top", "pad": {"t": TOOLBAR_PX, "l": 12}, "font": {"size": 14}},
+                      margin={"t": top, "l": 60, "r": 30, "b": 50})
+    return fig
+
+
 def graph(graph_id: str | dict, fig: go.Figure | None = None, height: int = 380) -> dcc.Graph:
-    return dcc.Graph(id=graph_id, figure=fig if fig is not None else go.Figure(),
+    return dcc.Graph(id=graph_id, figure=styled(fig if fig is not None else go.Figure()),
                      style={"height": f"{height}px"}, config={"displaylogo": False})
 
 
 def empty_figure(text: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(xaxis_visible=False, yaxis_visible=False, margin={"t": 30, "b": 20})
-    return fig
+    fig.update_layout(xaxis_visible=False, yaxis_visible=False)
+    return styled(fig)
 
 
 def probe_options(root: Path, exp: data.Experiment) -> list[dict]:
@@ -126,23 +146,77 @@ def n_heads(root: Path, exp: data.Experiment, layer: int) -> int:
     return int(shape[1]) if shape else 0
 
 
+def token_text(token: str) -> str:
+    """A token as an axis label: its text without surrounding spaces; a space alone as ␣, a newline as ⏎."""
+    text = token.replace("\n", "⏎").strip()
+    return text or "␣"
+
+
+def prompt_label(n: int) -> str:
+    """The key label of a variant's prompt positions, summed into one column: ⟨p0…p7⟩."""
+    return "⟨p0⟩" if n == 1 else f"⟨p0…p{n - 1}⟩"
+
+
+def with_prompt_column(maps: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Attention as the model spent it: ``[H, Q, K]`` rows over the real keys (renormalised, as captured) and the
+    prompt positions' mass ``[H, Q]`` → ``[H, Q, 1 + K]``: the prompt's mass first, the real keys scaled by the rest."""
+    return np.concatenate([mass[..., None], maps * (1 - mass[..., None])], axis=-1)
+
+
+@dataclass(frozen=True)
+class AttentionView:
+    """One variant's attention for one probe at one layer, head or mean of heads, with its axis labels."""
+
+    z: np.ndarray  # [queries, keys]
+    kind: str  # "full" (every query) or "last" (the last token's row)
+    queries: list[str]
+    keys: list[str]  # the prompt column first when n_prompt > 0
+    n_prompt: int  # the variant's prompt positions, summed into the first column (0: none)
+
+
+def attention_view(root: Path, exp: data.Experiment, variant: str, layer: int, head: int, probe: int) -> AttentionView:
+    """The captured map with the probe's tokens on both axes (decoded from the stored ids); for prompt variants
+    (prompt, prefix, IDP) a first key column holds the attention mass on the prompt positions."""
+    run = exp.runs[variant]
+    z, kind = data.attention(root, exp.model, run, layer, head, probe)
+    fact = data.probes(root, exp.model, run)[probe]
+    labels = [token_text(t) for t in data.token_labels(root, exp.model, run, probe)]
+    queries = labels if kind == "full" else [labels[fact.get("last", -1)]]
+    mass = data.attention_prompt_mass(root, exp.model, run, layer, probe, kind)
+    if mass is None:
+        return AttentionView(z, kind, queries, labels, 0)
+    heads = np.stack([data.attention(root, exp.model, run, layer, h, probe)[0] for h in range(mass.shape[0])])
+    spent = with_prompt_column(heads, mass)
+    n = data.prompt_length(root, exp.model, run)
+    return AttentionView(spent.mean(0) if head < 0 else spent[head], kind, queries, [prompt_label(n), *labels], n)
+
+
 def attention_figure(root: Path, exp: data.Experiment, variant: str, layer: int, head: int, probe: int) -> go.Figure:
-    """Heatmaps side by side: the original's and ``variant``'s attention for one probe at one layer/head."""
+    """Heatmaps side by side: the original's and ``variant``'s attention for one probe at one layer/head,
+    both axes labelled with the probe's tokens."""
     shown = [v for v in dict.fromkeys(("original", variant)) if v in exp.runs]
-    maps = {v: data.attention(root, exp.model, exp.runs[v], layer, head, probe) for v in shown}
-    kind = next(iter(maps.values()))[1]
+    views = {v: attention_view(root, exp, v, layer, head, probe) for v in shown}
+    kind = next(iter(views.values())).kind
+    zmax = float(max(np.nanmax(m.z) for m in views.values()) or 1)
     fact = data.probes(root, exp.model, exp.runs[shown[0]])[probe]
     what = "mean of heads" if head < 0 else f"head {head}"
-    fig = make_subplots(rows=1, cols=len(shown), subplot_titles=shown, horizontal_spacing=0.08)
-    for i, (v, (z, _)) in enumerate(maps.items(), start=1):
-        fig.add_trace(go.Heatmap(z=z, zmin=0, zmax=float(max(np.nanmax(m[0]) for m in maps.values()) or 1),
-                                 colorscale="Viridis", showscale=i == len(shown), name=v,
-                                 hovertemplate="query %{y}, key %{x}: %{z:.3f}<extra>" + v + "</extra>"),
+    fig = make_subplots(rows=1, cols=len(shown), subplot_titles=shown, horizontal_spacing=0.1)
+    for i, (v, view) in enumerate(views.items(), start=1):
+        cells = np.dstack(np.broadcast_arrays(np.array(view.queries, object)[:, None],
+                                              np.array(view.keys, object)[None, :]))
+        fig.add_trace(go.Heatmap(z=view.z, zmin=0, zmax=zmax, colorscale="Viridis", showscale=i == len(shown),
+                                 name=v, customdata=cells,
+                                 hovertemplate="query %{customdata[0]} → key %{customdata[1]}: %{z:.3f}"
+                                               "<extra>" + v + "</extra>"),
                       row=1, col=i)
-        fig.update_xaxes(title_text="key token", row=1, col=i)
+        fig.update_xaxes(title_text="key token", tickmode="array", tickvals=list(range(len(view.keys))),
+                         ticktext=view.keys, tickangle=-60, row=1, col=i)
         fig.update_yaxes(title_text="query token" if kind == "full" else "last token", autorange="reversed",
+                         tickmode="array", tickvals=list(range(len(view.queries))), ticktext=view.queries,
                          row=1, col=i)
     scope = "full map" if kind == "full" else "last token's row (full maps exist for the first --full-attention probes)"
-    fig.update_layout(title=f"probe {probe} “{fact['prompt']}” · layer {layer}, {what} · {scope}",
-                      title_font_size=13, margin={"t": 70, "b": 40})
-    return fig
+    prompted = [f"{v}: first column {prompt_label(m.n_prompt)} = its {m.n_prompt} prompt positions"
+                for v, m in views.items() if m.n_prompt]
+    fig.update_layout(title=f"probe {probe} “{fact['prompt']}”<br>layer {layer}, {what} · {scope}"
+                            + (f" · {'; '.join(prompted)}" if prompted else ""))
+    return styled(fig)

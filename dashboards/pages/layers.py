@@ -16,6 +16,7 @@ from dashboards.pages.common import (
     notice,
     pick,
     qid,
+    styled,
 )
 from probe.errors import ProbeError
 
@@ -62,7 +63,7 @@ def figures(root: Path, exp_key: str, metric: str | None, cross: str | None, len
     for name, what in ((f"divergence_{metric}", "divergence"), (f"cross_cka_{cross}", "cross-layer CKA"),
                        (lens, "logit lens")):
         fig = data.figure(root, exp, name) if name and not name.endswith("None") else None
-        out.append(fig if fig is not None else empty_figure(f"no {what} figure in the analysis of {exp.key}"))
+        out.append(styled(fig) if fig is not None else empty_figure(f"no {what} figure in the analysis of {exp.key}"))
     return tuple(out)
 
 

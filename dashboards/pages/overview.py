@@ -39,13 +39,13 @@ def _facts(root: Path, exp: data.Experiment) -> html.Div:
     fig = go.Figure([go.Bar(name=s, x=exp.variants, y=[counts[v].get(s, 0) for v in exp.variants])
                      for s in STATUSES if any(counts[v].get(s) for v in exp.variants)])
     fig.update_layout(barmode="stack", title=f"{exp.key}: eval-split facts per variant (top-1 in the captures)",
-                      yaxis_title="facts", margin={"t": 50})
+                      yaxis_title="facts")
     return html.Div([table(rows), graph(f"overview-facts-{exp.model}-{exp.compression}", fig, 320)])
 
 
 def _bar(title: str, x: list, y: list, ytitle: str, graph_id: str) -> html.Div:
     fig = go.Figure(go.Bar(x=x, y=y))
-    fig.update_layout(title=title, yaxis_title=ytitle, margin={"t": 50})
+    fig.update_layout(title=title, yaxis_title=ytitle)
     return graph(graph_id, fig, 300)
 
 

@@ -20,6 +20,7 @@ from dashboards.pages.common import (
     probe_options,
     qid,
     reference_variant,
+    styled,
     table,
 )
 from probe.errors import ProbeError
@@ -78,8 +79,8 @@ def lens_figure(root: Path, exp: data.Experiment, probe: int) -> go.Figure:
     for v, ranks in zip(exp.variants, all_ranks, strict=True):
         fig.add_scatter(x=lays, y=ranks + 1, name=v, mode="lines+markers")
     fig.update_layout(title="logit lens: rank of the answer (1 = top) per layer", xaxis_title="layer",
-                      yaxis_title="answer rank", yaxis_type="log", margin={"t": 50})
-    return fig
+                      yaxis_title="answer rank", yaxis_type="log")
+    return styled(fig)
 
 
 def detail(root: Path, exp_key: str, variant: str, probe: int) -> tuple:

@@ -7,6 +7,12 @@ with the install command; `make test` installs it.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -134,3 +140,86 @@ def test_unknown_escaping_or_unfinished_input_shows_a_message(duo, path, message
     duo.wait_for_contains_text("#page", message, timeout=60)
     if path == "/":
         shot(duo, "overview-unfinished-notice")
+
+
+def rect(duo, selector: str) -> dict:
+    """The bounding box of the first element matching ``selector`` (page pixels)."""
+    return duo.driver.execute_script(
+        "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+        "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom};", selector)
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
+def tick_labels(duo, graph_id: str, axis: str) -> list[str]:
+    """The tick labels of axis ``x``, ``y``, ``x2`` … of a graph."""
+    return [e.text for e in duo.find_elements(f"#{graph_id} .{axis}tick text")]
+
+
+def test_attention_axes_are_labelled_with_the_probes_tokens(duo, dashboard_artifacts):
+    from dashboards import data
+
+    exp = data.find_experiment(dashboard_artifacts, EXP)
+    fact = data.probes(dashboard_artifacts, MODEL, exp.runs["original"])[0]
+    open_page(duo, f"/attention?exp={EXP}&probe=0&layer=3")
+    wait_title(duo, "attention-heatmaps", "layer 3, mean of heads · full map", timeout=60)
+    for keys, queries in (("x", "y"), ("x2", "y2")):  # the original's and the variant's panels
+        WebDriverWait(duo.driver, 30).until(
+            lambda _, k=keys: len(tick_labels(duo, "attention-heatmaps", k)) == fact["n_tokens"])
+        labels = tick_labels(duo, "attention-heatmaps", keys)
+        assert tick_labels(duo, "attention-heatmaps", queries) == labels
+        assert "".join(labels) == fact["prompt"].replace(" ", "")  # tiny-llama's tokens are characters
+    shot(duo, "attention-token-axes")
+
+
+@pytest.mark.parametrize(("path", "graphs"), [
+    ("/probes", ("probes-lens", "probes-attention")),
+    ("/attention", ("attention-heatmaps",)),
+    ("/layers", ("layers-divergence", "layers-lens")),
+])
+def test_titles_are_clear_of_the_plot_toolbar(duo, path, graphs):
+    open_page(duo, f"{path}?exp={EXP}&probe=0")
+    for graph_id in graphs:
+        duo.wait_for_element(f"#{graph_id} .gtitle", timeout=60)
+        duo.wait_for_element(f"#{graph_id} .modebar", timeout=60)
+        title, toolbar = rect(duo, f"#{graph_id} .gtitle"), rect(duo, f"#{graph_id} .modebar")
+        assert toolbar["bottom"] > toolbar["top"] and title["bottom"] > title["top"]
+        assert not overlap(title, toolbar), f"{graph_id}: title {title} under the toolbar {toolbar}"
+    shot(duo, f"titles{path.replace('/', '-')}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_probe_dashboard_serves_through_waitress_without_the_development_server_warning(chromium, dash_duo,
+                                                                                        dashboard_artifacts):
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "probe", "dashboard", "--artifacts", str(dashboard_artifacts),
+                             "--port", str(port)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert response.headers["Server"] == "probe dashboard"
+                    break
+            except OSError:
+                assert proc.poll() is None, f"probe dashboard exited: {proc.stdout.read()}"
+                assert time.monotonic() < deadline, "probe dashboard did not answer within 90 s"
+                time.sleep(0.5)
+        dash_duo.driver.get(f"{url}probes?exp={EXP}")
+        dash_duo.wait_for_contains_text("#probes-table", "Paris", timeout=60)
+        shot(dash_duo, "waitress-probes")
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert f"dashboard: {url} (Ctrl-C to stop)" in output
+    assert "development server" not in output.lower()
