@@ -237,11 +237,17 @@ plt.show()
 # For each fact the candidates are its answer and its distractors (from the probe file, else other objects of
 # its relation). A candidate `c` is scored from `norm(h) ⊙ u_c` (the final-normed residual times the
 # unembedding row of the candidate's first token) by one logistic regression shared by all facts
-# (`probe.analysis.decodability`); the fact counts as decodable when its answer scores highest. The probe is
-# trained on each variant's **train-split** facts and scored on its eval facts. If it still finds the answers
-# of lost facts in the compressed model, those facts are displaced rather than forgotten.
+# (`probe.analysis.decodability`); the fact counts as decodable when its answer scores highest. Summing that
+# product with unit weights is the plain logit lens restricted to the candidates, so the **lens** is shown next
+# to the **probe** at every layer: the probe sees the lens score plus the top principal components of the
+# product, and earns its place only where it beats the lens. Its regularisation `C` and component count are
+# chosen by cross-validation **inside the training facts** (`select_probe`, folds grouped by subject), never on
+# the eval facts it is scored on. The probe is trained on each variant's **train-split** facts and scored on
+# its eval facts. If it still finds the answers of lost facts in the compressed model, those facts are
+# displaced rather than forgotten.
 
 # %%
+from probe.analysis.bootstrap import subject_labels
 from probe.analysis.candidates import build as build_candidates
 from probe.analysis.decodability import ProbeData, candidate_features, cross_val_correct, held_out_correct
 
@@ -252,22 +258,33 @@ print("probes trained on train-split facts" if held_out else
       f"only {len(rs.train_rows)} train facts: {spec.folds}-fold cross-validation over eval facts instead")
 rows = np.arange(len(rs.probes))
 decodable = {v: np.zeros((len(ev), len(LAYERS)), bool) for v in ("original", "compressed")}
+lens_pick = {v: np.zeros((len(ev), len(LAYERS)), bool) for v in decodable}
+choices = []
 for li, layer in enumerate(LAYERS):
     for v in decodable:
         data = ProbeData(candidate_features(lens.normed(rs.read(v, rs.hook("resid_post", layer), rows)), cvec), cands)
-        got = (held_out_correct(data.subset(rs.train_rows), {v: data.subset(ev)}, seed=SEED) if held_out
-               else cross_val_correct(data.subset(ev), {v: data.subset(ev)}, spec.folds, seed=SEED))
-        decodable[v][:, li] = got[v]
+        test = data.subset(ev)
+        lens_pick[v][:, li] = np.where(test.cands.mask, test.feats.sum(2), -np.inf).argmax(1) == test.cands.answer
+        got = (held_out_correct(data.subset(rs.train_rows), {v: test},
+                                groups=subject_labels(rs.probes, rs.train_rows), seed=SEED) if held_out
+               else cross_val_correct(test, {v: test}, spec.folds, groups=subject_labels(rs.probes, ev), seed=SEED))
+        decodable[v][:, li] = got.correct[v]
+        choices.append({"layer": layer, "variant": v, "C": got.choice.c, "rank": got.choice.rank,
+                        "inner-CV accuracy": round(got.choice.cv_accuracy, 3)})
 chance = cands.chance[ev]
+chosen = pd.DataFrame(choices).pivot(index="layer", columns="variant", values=["C", "rank"])
+chosen.transpose()
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for v, correct in decodable.items():
-    ax.plot(LAYERS, correct.mean(0) * 100, marker="o", label=f"{v}, all eval facts")
+    line = ax.plot(LAYERS, correct.mean(0) * 100, marker="o", label=f"{v}: probe")[0]
+    ax.plot(LAYERS, lens_pick[v].mean(0) * 100, ls=":", color=line.get_color(), label=f"{v}: lens")
 if lost.any():
-    ax.plot(LAYERS, decodable["compressed"][lost].mean(0) * 100, marker="s", ls="--", label="compressed, lost facts")
-ax.axhline(chance.mean() * 100, color="grey", ls=":", label="chance")
-ax.set(xlabel="layer", ylabel="answer decoded (%)", title="Decodability of the answer per layer")
+    ax.plot(LAYERS, decodable["compressed"][lost].mean(0) * 100, marker="s", ls="--", label="compressed probe, lost")
+ax.axhline(chance.mean() * 100, color="grey", ls=":", label="chance (uniform guess)")
+ax.set(xlabel="layer", ylabel="answer picked among its candidates (%)",
+       title="Decodability per layer: trained probe vs plain lens")
 ax.legend(fontsize=8)
 plt.show()
 

@@ -46,6 +46,11 @@ class Interval:
 EMPTY = Interval(float("nan"), float("nan"), float("nan"), 0)
 
 
+def subject_labels(probes: list[dict], rows: np.ndarray) -> np.ndarray:
+    """One cluster label per fact of ``rows``: its subject, or its own id when the probe table has none."""
+    return np.array([str(probes[i].get("subject") or f"\0fact {i}") for i in rows])
+
+
 def check_enough(n: int, min_n: int, what: str) -> None:
     """Refuse a bootstrap over fewer than ``min_n`` facts, saying how many are needed."""
     if n < min_n:

@@ -28,6 +28,21 @@ def write_figures(folder: Path, rows: dict[str, list[dict]]) -> list[str]:
             fig.update_layout(title=f"{table}: {metric} (95% bootstrap intervals)", xaxis_title="layer",
                               yaxis_title=metric)
             figs[f"{table}_{metric}"] = fig
+    dec = [r for r in rows.get("decodability", []) if r.get("facts") == "eval" and r["probe"] in ("lens", "own")]
+    if dec:
+        fig = go.Figure()
+        for v in VARIANT_ORDER:
+            for probe, dash in (("own", "solid"), ("lens", "dot")):
+                sel = [r for r in dec if r["variant"] == v and r["probe"] == probe]
+                if sel:
+                    fig.add_scatter(x=[r["layer"] for r in sel], y=[r["mean"] for r in sel], mode="lines+markers",
+                                    name=f"{v}: {'probe' if probe == 'own' else 'lens'}", line={"dash": dash},
+                                    error_y={"type": "data", "symmetric": False,
+                                             "array": [r["hi"] - r["mean"] for r in sel],
+                                             "arrayminus": [r["mean"] - r["lo"] for r in sel]})
+        fig.update_layout(title="decodability: trained probe (solid) vs plain lens over the candidates (dotted)",
+                          xaxis_title="layer", yaxis_title="answer picked among its candidates")
+        figs["decodability_lens_vs_probe"] = fig
     for v in VARIANT_ORDER:
         sel = [r for r in rows.get("cross_cka", []) if r["variant"] == v]
         if sel:

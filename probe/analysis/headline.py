@@ -79,5 +79,7 @@ def headline(rs: RunSet, spec: AnalyzeSpec, cands: Candidates, dec: Decodability
         n_never=int(never.sum()),
         decodable_never=(bs.interval(comp[never, best], n_boot, seed)
                          if enough and never.sum() >= spec.min_facts else bs.EMPTY),
-        output_lost=bs.interval(dec.lens["compressed"][lost, -1], n_boot, seed) if enough else bs.EMPTY)
+        output_lost=bs.interval(dec.lens["compressed"][lost, -1], n_boot, seed) if enough else bs.EMPTY,
+        lens_lost=bs.interval(dec.lens["compressed"][lost, best], n_boot, seed) if enough else bs.EMPTY,
+        probe=dec.choice["compressed"][best])
     return Headline(inputs, {v: bs.interval(t, n_boot, seed) for v, t in top1.items()}, lost, never)

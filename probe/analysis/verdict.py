@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from probe.analysis.bootstrap import EMPTY, Interval
+from probe.analysis.decodability import ProbeChoice
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class VerdictInputs:
     n_never: int = 0
     decodable_never: Interval = EMPTY
     output_lost: Interval = EMPTY
+    lens_lost: Interval = EMPTY
+    probe: ProbeChoice | None = None
 
     @property
     def displaced(self) -> Interval:
@@ -161,8 +164,12 @@ def verdict_text(v: VerdictInputs) -> str:
     d = v.displaced
     where = f"layer {v.layer}" if v.layer is not None else "the chosen layer"
     note = f" {v.decodability_note}" if v.decodability_note else ""
+    probe = (f"; C {v.probe.c:g} and {v.probe.rank} principal components besides the lens score, chosen by "
+             f"cross-validation on training facts" if v.probe is not None else "")
+    lens = (f"; the plain lens restricted to the candidates picks it for {v.lens_lost.fmt(pct=True)} at that layer"
+            if v.lens_lost.n > 0 else "")
     body = (f" Of the {v.n_lost} facts compression loses, a linear probe on the compressed model still picks the "
-            f"answer at {where} for {v.decodable.fmt(pct=True)} (chance {v.chance * 100:.0f}%), i.e. "
+            f"answer at {where} for {v.decodable.fmt(pct=True)} (chance {v.chance * 100:.0f}%{probe}{lens}), i.e. "
             f"{d.fmt(pct=True)} after correcting for guessing{note}.")
     body += _controls(v)
     decision = decide(d)

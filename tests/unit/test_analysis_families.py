@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe.analysis.decodability import build_candidates
+from probe.analysis.decodability import C_GRID, RANK_GRID, build_candidates
 from probe.analysis.families.attention import attention_family
 from probe.analysis.families.cka import cka_family
 from probe.analysis.families.decodability import decodability_family
@@ -137,3 +137,10 @@ def test_nan_in_a_capture_is_refused(family):
                  "compressed": {"resid_post": bad, "pattern": _patterns(1.0) * np.nan}}, L)
     with pytest.raises(ProbeError, match="NaN/inf in compressed capture"):
         family(rs)
+
+
+def test_decodability_family_records_each_probes_choice_per_variant_and_layer():
+    rs, lz, cands = _decodable(["train" if i % 2 else "eval" for i in range(80)])
+    dec = decodability_family(rs, lz, cands, min_facts=4, folds=3, seed=0)
+    assert set(dec.choice) == {"original", "compressed"} and all(len(c) == L for c in dec.choice.values())
+    assert all(c.c in C_GRID and c.rank in (*RANK_GRID, D) and c.rank <= D for cs in dec.choice.values() for c in cs)

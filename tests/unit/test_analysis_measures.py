@@ -13,7 +13,9 @@ from probe.analysis.decodability import (
     ProbeData,
     build_candidates,
     cross_val_correct,
+    fit_probe,
     held_out_correct,
+    select_probe,
 )
 from probe.analysis.divergence import (
     check_finite,
@@ -119,14 +121,14 @@ def _synthetic_probe_data(n: int, k: int = 4, d: int = 8, signal: float = 5.0, s
 def test_decodability_is_near_one_on_separable_data_and_chance_on_shuffled_labels():
     train, test = _synthetic_probe_data(200, seed=1), _synthetic_probe_data(400, seed=2)
     assert np.isclose(test.cands.chance, 0.25).all()
-    assert held_out_correct(train, {"t": test})["t"].mean() > 0.95
-    assert cross_val_correct(test, {"t": test})["t"].mean() > 0.95
+    assert held_out_correct(train, {"t": test}).correct["t"].mean() > 0.95
+    assert cross_val_correct(test, {"t": test}).correct["t"].mean() > 0.95
     rng = np.random.default_rng(3)
 
     def shuffled(data: ProbeData) -> ProbeData:  # labels no longer belong to the features
         return ProbeData(data.feats, type(data.cands)(data.cands.ids, rng.permutation(data.cands.answer)))
 
-    acc = held_out_correct(shuffled(train), {"t": shuffled(test)})["t"].mean()
+    acc = held_out_correct(shuffled(train), {"t": shuffled(test)}).correct["t"].mean()
     assert 0.1 < acc < 0.4, acc
 
 
@@ -143,9 +145,47 @@ def test_decodability_keeps_a_lens_signal_spread_over_many_dimensions():
 
     train, test = data(60, 5), data(400, 6)
     lens = (test.feats.sum(2).argmax(1) == test.cands.answer).mean()
-    probe = held_out_correct(train, {"t": test})["t"].mean()
+    probe = held_out_correct(train, {"t": test}).correct["t"].mean()
     assert lens > 0.7, lens
     assert probe >= lens - 0.05, (probe, lens)
+
+
+def _spread(n: int, seed: int, d: int = 48, n_dirs: int = 12, signal: float = 6.0) -> ProbeData:
+    """Each fact's answer raised along one of ``n_dirs`` orthogonal directions (+ on one feature, − on
+    another): the signal spans ``n_dirs`` principal components and sums to zero, so the lens misses it."""
+    rng = np.random.default_rng(seed)
+    cands = build_candidates(list(range(n)), [[n + j for j in range(3)]] * n, seed)
+    feats = rng.normal(size=(n, 4, d)).astype(np.float32)
+    j = rng.integers(0, n_dirs, n)
+    feats[np.arange(n), cands.answer, 2 * j] += signal
+    feats[np.arange(n), cands.answer, 2 * j + 1] -= signal
+    return ProbeData(feats, cands)
+
+
+def test_probe_beats_the_lens_when_the_answer_is_spread_over_many_principal_components():
+    """Fails when the seed lands in ``rank`` (seed 0 → one component: 45% here, the lens 26%)."""
+    train, test = _spread(300, 1), _spread(400, 2)
+    lens = (test.feats.sum(2).argmax(1) == test.cands.answer).mean()
+    scores = held_out_correct(train, {"t": test}, seed=0)
+    probe = scores.correct["t"].mean()
+    assert lens < 0.4, lens
+    assert probe > 0.75 and probe > lens + 0.3, (probe, lens)
+    assert scores.choice.rank >= 12, scores.choice  # chosen inside the training facts, enough components
+    assert scores.choice.c in (0.01, 0.1, 1.0, 10.0) and 0.6 < scores.choice.cv_accuracy <= 1
+    assert fit_probe(train, c=0.1, rank=1).pca.n_components == 1  # keyword arguments reach their parameters
+    assert cross_val_correct(test, {"t": test}, 3, seed=0).choice.rank >= 12
+
+
+def test_probe_choice_never_sees_the_facts_it_is_scored_on():
+    """The choice depends on the training facts only: changing the eval facts leaves it unchanged."""
+    train = _spread(200, 3)
+    a = held_out_correct(train, {"t": _spread(100, 4)}, seed=0)
+    b = held_out_correct(train, {"t": _synthetic_probe_data(100, d=48, seed=5)}, seed=0)
+    assert a.choice == b.choice == select_probe(train, seed=0)
+    groups = np.arange(200) // 4  # subjects of four facts: inner folds keep them together
+    assert select_probe(train, groups=groups, seed=0).rank >= 12
+    few = select_probe(_spread(5, 6), seed=0)
+    assert few.rank == 0 and np.isnan(few.cv_accuracy)  # too few facts to choose: the lens score alone
 
 
 def _inputs(flags: np.ndarray, recoveries: tuple[RecoveryNumbers, ...] = ()) -> VerdictInputs:
