@@ -133,7 +133,10 @@ print(f"{len(LAYERS)} layers; residual stream arrays such as {rs.hook('resid_pos
 # ## 1. CKA per layer
 #
 # Linear CKA (`probe.analysis.cka.linear_cka`) compares the geometry of two sets of hidden states of the same
-# facts: 1 means the same representation up to rotation and scale. A dip says where compression changed the
+# facts: 1 means the same representation up to rotation and scale. With about as many facts as dimensions the
+# plain (biased) estimate is inflated: two *independent* Gaussian representations of 608 × 576 score about 0.49.
+# So the per-layer numbers are **debiased** (Song et al.'s unbiased HSIC, `debiased=True`, about 0 for unrelated
+# representations); the biased value is drawn dotted for comparison. A dip says where compression changed the
 # representation; a recovery that pulls CKA back toward 1 repairs the representation, one that does not but
 # still regains facts works around it.
 
@@ -144,12 +147,14 @@ resid = {v: [] for v in VARIANTS}  # per variant, per layer: eval residuals [n_e
 for layer in LAYERS:
     for v in VARIANTS:
         resid[v].append(rs.read(v, rs.hook("resid_post", layer), ev).astype(np.float32))  # float32: half the memory
-cka = {v: np.array([linear_cka(resid[v][i], resid["original"][i]) for i in range(len(LAYERS))])
+cka = {v: np.array([linear_cka(resid[v][i], resid["original"][i], debiased=True) for i in range(len(LAYERS))])
        for v in VARIANTS if v != "original"}
+cka_biased = {v: np.array([linear_cka(resid[v][i], resid["original"][i]) for i in range(len(LAYERS))]) for v in cka}
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for v, values in cka.items():
-    ax.plot(LAYERS, values, marker="o", label=v)
+    line = ax.plot(LAYERS, values, marker="o", label=f"{v} (debiased)")[0]
+    ax.plot(LAYERS, cka_biased[v], ls=":", color=line.get_color(), label=f"{v} (biased)")
 ax.set(xlabel="layer", ylabel="linear CKA with the original", title="Representation similarity per layer")
 ax.legend()
 plt.show()

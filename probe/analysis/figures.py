@@ -25,7 +25,8 @@ def write_figures(folder: Path, rows: dict[str, list[dict]]) -> list[str]:
                                 error_y={"type": "data", "symmetric": False,
                                          "array": [r["hi"] - r["mean"] for r in sel],
                                          "arrayminus": [r["mean"] - r["lo"] for r in sel]})
-            fig.update_layout(title=f"{table}: {metric} (95% bootstrap intervals)", xaxis_title="layer",
+            what = "debiased linear CKA, 95% half-sample intervals" if table == "cka" else "95% bootstrap intervals"
+            fig.update_layout(title=f"{table}: {metric} ({what})", xaxis_title="layer",
                               yaxis_title=metric)
             figs[f"{table}_{metric}"] = fig
     dec = [r for r in rows.get("decodability", []) if r.get("facts") == "eval" and r["probe"] in ("lens", "own")]
@@ -51,7 +52,7 @@ def write_figures(folder: Path, rows: dict[str, list[dict]]) -> list[str]:
             for r in sel:
                 z[ys.index(r["layer"]), xs.index(r["original_layer"])] = r["cka"]
             fig = go.Figure(go.Heatmap(z=z, x=xs, y=ys, zmin=0, zmax=1, colorscale="Viridis"))
-            fig.update_layout(title=f"cross-layer CKA: {v} layer (y) vs original layer (x)",
+            fig.update_layout(title=f"cross-layer biased linear CKA: {v} layer (y) vs original layer (x)",
                               xaxis_title="original layer", yaxis_title=f"{v} layer")
             figs[f"cross_cka_{v}"] = fig
     (folder / "figures").mkdir()

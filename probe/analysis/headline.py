@@ -33,9 +33,10 @@ class Headline:
 
 
 def _delta_cka(cka: CKAFamily, variant: str) -> bs.Interval:
-    """Mean over layers of CKA(variant) − CKA(compressed), with the interval of the paired replicates."""
-    lo, hi = bs.percentile((cka.replicates[variant] - cka.replicates["compressed"]).mean(0))
-    return bs.Interval(float(cka.point[variant].mean() - cka.point["compressed"].mean()), lo, hi, cka.n)
+    """Mean over layers of debiased CKA(variant) − CKA(compressed), with the interval of the paired half-samples."""
+    point = float(cka.point[variant].mean() - cka.point["compressed"].mean())
+    lo, hi = bs.basic_interval(point, (cka.replicates[variant] - cka.replicates["compressed"]).mean(0))
+    return bs.Interval(point, lo, hi, cka.n)
 
 
 def recovery_numbers(variant: str, lost: np.ndarray, top1: np.ndarray, cka: CKAFamily, div: DivergenceFamily,

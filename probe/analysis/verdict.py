@@ -184,7 +184,7 @@ def verdict_text(v: VerdictInputs) -> str:
                  "more facts would narrow it.")
     rec = [r for r in v.recoveries if r.regained.n > 0]
     if rec:
-        parts = [f"{r.variant} regains {r.regained.fmt(pct=True)} of them (mean ΔCKA toward the original "
+        parts = [f"{r.variant} regains {r.regained.fmt(pct=True)} of them (mean debiased ΔCKA toward the original "
                  f"{r.delta_cka.fmt(digits=3)}; attention on its prompt {r.prompt_mass.fmt(pct=True)}, attention "
                  f"shift {r.attn_shift.fmt(digits=3)} nats, MLP-output change {r.mlp_change.fmt(pct=True)})"
                  for r in rec]

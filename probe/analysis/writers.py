@@ -4,9 +4,10 @@ Table rows keep the formats the dashboard reads: per-fact tables (``lens``, ``di
 ``attention``, ``decodability``) have one row per variant, metric, layer (and head, ``-1`` when
 averaged) with ``mean``, ``lo``, ``hi`` (95% bootstrap) and ``n``; ``decodability`` rows of a trained
 probe (``own``, ``transfer``) also carry its cross-validated ``probe_c`` and ``probe_rank`` (null for
-the ``lens`` rows); ``cka`` and ``cross_cka`` one
-row per layer (pair); ``regimes`` one row per recovery and headline metric. Missing numbers are
-NaN in memory, ``null`` in JSON and ``—`` in the summary text.
+the ``lens`` rows); ``cka`` one row per layer (debiased
+CKA with its half-sample interval, the biased value beside it, the ``estimator`` named) and
+``cross_cka`` one row per layer pair (biased CKA, labelled); ``regimes`` one row per recovery and
+headline metric. Missing numbers are NaN in memory, ``null`` in JSON and ``—`` in the summary text.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pandas as pd
 from probe.analysis import bootstrap as bs
 from probe.analysis.decodability import ProbeChoice
 from probe.analysis.families.attention import AttentionFamily
-from probe.analysis.families.cka import CKAFamily
+from probe.analysis.families.cka import CROSS_ESTIMATOR, CKAFamily
+from probe.analysis.families.cka import ESTIMATOR as CKA_ESTIMATOR
 from probe.analysis.families.decodability import DecodabilityFamily
 from probe.analysis.families.divergence import OUTPUT_KINDS, DivergenceFamily
 from probe.analysis.families.lens import LensFamily
@@ -94,12 +96,14 @@ def build_tables(layers: tuple[int, ...], lens: LensFamily, div: DivergenceFamil
                 t.add("divergence", att.js[v].mean(2), layers, variant=v, metric="attention_js")
     for v, point in cka.point.items():
         for li, layer in enumerate(layers):
-            lo, hi = bs.percentile(cka.replicates[v][li])
-            t.put("cka", {"variant": v, "layer": layer, "mean": float(point[li]), "lo": lo, "hi": hi, "n": cka.n})
+            lo, hi = cka.interval(v, li)
+            t.put("cka", {"variant": v, "layer": layer, "mean": float(point[li]), "lo": lo, "hi": hi, "n": cka.n,
+                          "biased": float(cka.biased[v][li]), "estimator": CKA_ESTIMATOR})
     for v, matrix in cka.cross.items():
         for i, li in enumerate(layers):
             for j, lj in enumerate(layers):
-                t.put("cross_cka", {"variant": v, "layer": li, "original_layer": lj, "cka": float(matrix[i, j])})
+                t.put("cross_cka", {"variant": v, "layer": li, "original_layer": lj, "cka": float(matrix[i, j]),
+                                    "estimator": CROSS_ESTIMATOR})
     choice = {"lens": {v: [NO_CHOICE] * len(layers) for v in dec.lens},
               "own": {v: [_choice(c) for c in dec.choice[v]] for v in dec.own},
               "transfer": {v: [_choice(c) for c in dec.choice["original"]] for v in dec.transfer}}

@@ -74,11 +74,16 @@ def test_cka_family_is_one_for_a_rotation_and_pairs_replicates_across_variants()
     q, _ = np.linalg.qr(RNG.normal(size=(D, D)))
     rs = runset({"original": {"resid_post": h}, "compressed": {"resid_post": h @ q},
                  "prompt": {"resid_post": h + _resid(2.0)}}, L)
-    cka = cka_family(rs, n_boot=30, seed=0)
+    cka = cka_family(rs, n_rep=30, seed=0)
     assert cka.n == N and set(cka.point) == {"compressed", "prompt"}
     np.testing.assert_allclose(cka.point["compressed"], 1.0, atol=1e-9)  # linear CKA ignores rotations
+    np.testing.assert_allclose(cka.biased["compressed"], 1.0, atol=1e-9)
+    assert (cka.biased["prompt"] > cka.point["prompt"]).all()  # biased CKA is inflated at n ≈ d
     np.testing.assert_allclose(cka.replicates["compressed"], 1.0, atol=1e-9)
     assert cka.replicates["prompt"].shape == (L, 30) and (cka.point["prompt"] < 0.9).all()
+    for li in range(L):
+        lo, hi = cka.interval("prompt", li)
+        assert lo < cka.point["prompt"][li] < hi
     np.testing.assert_allclose(np.diag(cka.cross["compressed"]), 1.0, atol=1e-9)
     assert cka.cross["prompt"].shape == (L, L)
 

@@ -38,7 +38,7 @@ def _setup(lost: int = 12, mlp: bool = True):
                            outputs_vs_compressed={"mlp_out": {"prompt": change["prompt"]}} if mlp else {})
     reps = {"compressed": np.full((L, 40), 0.5), "prompt": np.full((L, 40), 0.7)}
     cka = CKAFamily(point={"compressed": np.full(L, 0.5), "prompt": np.full(L, 0.7)}, replicates=reps,
-                    cross={v: np.eye(L) for v in reps}, n=N)
+                    cross={v: np.eye(L) for v in reps}, n=N, biased={v: np.full(L, 0.9) for v in reps})
     ids = [[i % 7, 7 + i % 5, 20] for i in range(N)]
     cands = Candidates([], build_candidates([r[0] for r in ids], [r[1:] for r in ids]), "the probe file p")
     spec = AnalyzeSpec("tiny-llama", "rtn3", min_facts=4, n_boot=200)

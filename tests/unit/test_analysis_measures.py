@@ -8,7 +8,6 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import log_softmax
 
 from probe.analysis import bootstrap as bs
-from probe.analysis.cka import linear_cka
 from probe.analysis.decodability import (
     ProbeData,
     build_candidates,
@@ -92,22 +91,6 @@ def test_bootstrap_interval_covers_the_true_mean_and_is_deterministic():
 def test_too_few_facts_says_how_many_are_needed():
     with pytest.raises(ProbeError, match=r"has 3, at least 10 are needed"):
         bs.check_enough(3, 10, "the eval split")
-
-
-def test_bootstrap_cka_of_a_representation_with_itself_is_one():
-    x = RNG.normal(size=(30, 5))
-    reps = bs.bootstrap_cka(x, x, bs.resample(30, 50, 0))
-    np.testing.assert_allclose(reps, 1.0)
-    lo, hi = bs.percentile(bs.bootstrap_cka(x, RNG.normal(size=(30, 5)), bs.resample(30, 50, 0)))
-    assert lo < hi < 1
-
-
-def test_bootstrap_cka_equals_the_cka_of_each_resampled_set_of_rows():
-    x = RNG.normal(size=(40, 7))
-    y = x @ RNG.normal(size=(7, 5)) + RNG.normal(size=(40, 5))
-    idx = bs.resample(40, 25, 3)
-    expected = [linear_cka(x[i], y[i]) for i in idx]
-    np.testing.assert_allclose(bs.bootstrap_cka(x, y, idx), expected, rtol=1e-10, atol=1e-12)
 
 
 def _synthetic_probe_data(n: int, k: int = 4, d: int = 8, signal: float = 5.0, seed: int = 0) -> ProbeData:
