@@ -18,6 +18,7 @@ from probe.analysis.families.attention import AttentionFamily
 from probe.analysis.families.cka import CKAFamily
 from probe.analysis.families.decodability import DecodabilityFamily
 from probe.analysis.families.divergence import DivergenceFamily
+from probe.analysis.paired import NetRecovery, net_recoveries, pairwise
 from probe.analysis.spec import AnalyzeSpec
 from probe.analysis.verdict import RecoveryNumbers, VerdictInputs
 
@@ -40,7 +41,8 @@ def _delta_cka(cka: CKAFamily, variant: str) -> bs.Interval:
 
 
 def recovery_numbers(variant: str, lost: np.ndarray, top1: np.ndarray, cka: CKAFamily, div: DivergenceFamily,
-                     att: AttentionFamily | None, n_boot: int, seed: int) -> RecoveryNumbers:
+                     att: AttentionFamily | None, n_boot: int, seed: int,
+                     net: NetRecovery | None = None) -> RecoveryNumbers:
     """How a recovery does on the lost facts and how it acts: per-fact means over layers (and heads)."""
 
     def iv(values: np.ndarray | None) -> bs.Interval:
@@ -53,7 +55,7 @@ def recovery_numbers(variant: str, lost: np.ndarray, top1: np.ndarray, cka: CKAF
         prompt_mass=iv(att.prompt_mass[variant].mean((1, 2)) if att else None),
         attn_shift=iv(att.js_vs_compressed[variant].mean((1, 2)) if att else None),
         mlp_change=iv(None if change["mlp_out"] is None else change["mlp_out"].mean(1)),
-        attn_out_change=iv(None if change["attn_out"] is None else change["attn_out"].mean(1)))
+        attn_out_change=iv(None if change["attn_out"] is None else change["attn_out"].mean(1)), net=net)
 
 
 def headline(rs: RunSet, spec: AnalyzeSpec, cands: Candidates, dec: DecodabilityFamily, div: DivergenceFamily,
@@ -76,7 +78,9 @@ def headline(rs: RunSet, spec: AnalyzeSpec, cands: Candidates, dec: Decodability
         decodable=bs.interval(comp[lost, best], n_boot, seed) if enough else bs.EMPTY,
         chance=float(chance[lost].mean()) if n_lost else float(chance.mean()), layer=rs.layers[best],
         min_facts=spec.min_facts, decodability_note=note,
-        recoveries=tuple(recovery_numbers(v, lost, top1[v], cka, div, att, n_boot, seed) for v in rs.recoveries),
+        recoveries=tuple(recovery_numbers(v, lost, top1[v], cka, div, att, n_boot, seed, net)
+                         for v, net in zip(rs.recoveries, net_recoveries(top1, rs.recoveries), strict=True)),
+        pairs=pairwise(top1, rs.recoveries),
         n_never=int(never.sum()),
         decodable_never=(bs.interval(comp[never, best], n_boot, seed)
                          if enough and never.sum() >= spec.min_facts else bs.EMPTY),

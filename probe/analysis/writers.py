@@ -151,6 +151,8 @@ def verdict_json(head: Headline, text: str, distractors: str) -> dict:
             "displaced": v.displaced.as_dict(),
             "n_never": v.n_never, "decodable_never": v.decodable_never.as_dict(),
             "output_ranks_answer_first_lost": v.output_lost.as_dict(),
+            "net_recovery": [r.net.as_dict() for r in v.recoveries if r.net is not None],
+            "method_pairs": [t.as_dict() for t in v.pairs],
             "decodability": v.decodability_note, "distractors": distractors, "verdict": text}
 
 

@@ -61,6 +61,9 @@ def test_headline_counts_lost_facts_and_recovery_numbers_from_the_models_outputs
     assert v.probe == ProbeChoice(0.1, 4 * v.layer, 0.9)  # the compressed probe's choice at that layer
     data = verdict_json(head, "text", "p")
     assert data["lens_lost"]["mean"] == 0.0 and data["probe"]["rank"] == 4 * v.layer
+    (net,) = data["net_recovery"]  # every other lost fact regained, nothing the compressed model knew broken
+    assert (net["regained"], net["newly_broken"], net["net"]) == (6, 0, 6) and net["mcnemar_p"] == 2 / 2 ** 6
+    assert data["method_pairs"] == []  # one recovery: nothing to rank
 
 
 def test_too_few_lost_facts_leave_the_decodable_share_missing_and_null_in_json():

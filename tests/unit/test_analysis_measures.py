@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
@@ -26,6 +28,7 @@ from probe.analysis.divergence import (
     kl_prob,
     relative_l2,
 )
+from probe.analysis.paired import net_recoveries, pairwise
 from probe.analysis.verdict import RecoveryNumbers, VerdictInputs, decide, verdict_text
 from probe.errors import ProbeError
 
@@ -194,19 +197,24 @@ def test_verdict_follows_the_numbers():
     assert "fewer than the 10" in verdict_text(few) and "displaced rather" not in verdict_text(few)
 
 
-def test_verdict_ranks_recoveries_only_when_intervals_separate():
+def test_verdict_counts_recoveries_both_ways_and_ranks_only_where_mcnemar_separates():
     flags = np.arange(100) % 10 != 0
-    apart = (RecoveryNumbers("prompt", regained=bs.interval(np.arange(100) % 10 < 8)),
-             RecoveryNumbers("lora", regained=bs.interval(np.arange(100) % 10 < 2)))
-    assert "Prompt regains more than lora" in verdict_text(_inputs(flags, apart))
-    close = (RecoveryNumbers("prompt", regained=bs.interval(np.arange(100) % 10 < 5)),
-             RecoveryNumbers("lora", regained=bs.interval(np.arange(100) % 10 < 4)))
-    assert "cannot be told apart on how much they regain" in verdict_text(_inputs(flags, close))
+    top1 = {"original": np.ones(300, bool), "compressed": np.arange(300) >= 100,
+            "idp": (np.arange(300) < 16) | (np.arange(300) >= 118),  # regains 16, breaks 18
+            "lora": np.arange(300) < 260}  # regains 100, breaks 40
+    nets = net_recoveries(top1, ("idp", "lora"))
+    recs = tuple(RecoveryNumbers(n.variant, regained=bs.interval(np.ones(10)), net=n) for n in nets)
+    text = verdict_text(replace(_inputs(flags, recs), pairs=pairwise(top1, ("idp", "lora"))))
+    assert f"idp regains 100% [100, 100] of them: regained 16, newly broken 18, net −2 (exact McNemar p = " \
+           f"{nets[0].p:.2g} against the compressed model)" in text
+    assert ("lora answers more eval facts than idp (102 vs 40 facts only one of them gets, Holm-corrected "
+            "p < 0.001)") in text
+    even = {**top1, "lora": top1["idp"][::-1].copy()}
+    text = verdict_text(replace(_inputs(flags, recs), pairs=pairwise(even, ("idp", "lora"))))
+    assert "No two methods are separated" in text and "answers more" not in text
 
 
 def test_verdict_states_its_controls_and_the_two_regimes():
-    from dataclasses import replace
-
     flags = np.arange(100) % 10 != 0  # 90% of lost facts decodable
     base = replace(_inputs(flags), n_never=300, decodable_never=bs.interval(np.arange(300) % 10 < 4),
                    output_lost=bs.interval(np.arange(100) % 10 < 8))
