@@ -22,11 +22,11 @@
 # the hidden states, but the model no longer reads it out). It rebuilds `probe analyze` one measure at a
 # time on the captures of the original, the compressed model and any recoveries:
 #
-# 1. representational similarity per layer (linear CKA);
+# 1. representational similarity per layer (debiased linear CKA);
 # 2. the logit lens: what each layer would answer through the original's unembedding;
 # 3. divergences from the original (KL/JS of the lens distributions, residual distance, attention);
 # 4. decodability: can a linear probe still pick the answer out of the compressed model's hidden state?
-# 5. bootstrap intervals over facts;
+# 5. bootstrap intervals, resampling subjects with their facts;
 # 6. finally `probe.analysis.run.analyze`, whose verdict and figures sum it all up.
 #
 # Every statistic is at the probe's last token, on eval-split facts (train-split facts only train the
@@ -87,7 +87,8 @@ pd.DataFrame([{"variant": v, "run": r.path.name, "split": r.manifest["split"], "
 #
 # A fact is **known** when its answer's first token is the model's top-1 next token (recorded by the capture),
 # and **lost** when the original knows it and the compressed model does not. The bars carry 95% bootstrap
-# intervals over facts (`probe.analysis.bootstrap.interval`).
+# intervals from a bootstrap that resamples **subjects** with all their facts (`ClusterBootstrap`): a subject
+# appears in several relations, so its facts are not independent draws.
 
 # %%
 import matplotlib.pyplot as plt
@@ -98,7 +99,8 @@ from probe.analysis import bootstrap as bs
 ev = rs.eval_rows
 top1 = {v: np.asarray(r["logits/answer_top1"][:], bool)[ev] for v, r in rs.runs.items()}
 lost = top1["original"] & ~top1["compressed"]
-known = {v: bs.interval(t, N_BOOT, SEED) for v, t in top1.items()}
+boot = bs.ClusterBootstrap(bs.subject_labels(rs.probes, ev), N_BOOT, SEED)  # one set of resamples for all
+known = {v: boot.interval(t) for v, t in top1.items()}
 print(f"the original knows {top1['original'].sum()} of {len(ev)} eval facts; compression loses {lost.sum()}")
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -297,9 +299,11 @@ plt.show()
 # ## 5. Bootstrap intervals
 #
 # How sure are these numbers? `bootstrap_mean` resamples facts (the same resamples for every layer) and gives
-# a 95% percentile interval per layer; `interval` does it for one number. The headline is the share of lost
-# facts still decodable at the layer where the compressed model decodes best on the facts it did *not* lose
-# (chosen without looking at lost facts), corrected for guessing: `(share − chance) / (1 − chance)`.
+# a 95% percentile interval per layer. The headline numbers use `boot`, which resamples subjects with their
+# facts. The headline is the share of lost facts still decodable at the layer where the compressed model
+# decodes best on the facts it did *not* lose (chosen without looking at lost facts), corrected for guessing:
+# `(share − chance) / (1 − chance)`. The layer is chosen again inside every resample (`best_layers`), so the
+# interval includes the uncertainty of that choice.
 
 # %%
 mean, lo, hi = bs.bootstrap_mean(per["compressed"]["js"], N_BOOT, SEED)
@@ -311,14 +315,18 @@ ax.legend()
 plt.show()
 
 # %%
+from probe.analysis.headline import best_layers, share_at
+
 comp = decodable["compressed"]
 select = ~lost if (~lost).any() else np.ones_like(lost)
 best = int(comp[select].mean(0).argmax())
-print(f"layer chosen on the facts not lost: {LAYERS[best]}")
+picked = best_layers(boot, comp, select)
+print(f"layer chosen on the facts not lost: {LAYERS[best]} (chosen in {np.mean(picked == best):.0%} of resamples)")
 if lost.sum() >= MIN_FACTS:
-    share = bs.interval(comp[lost, best], N_BOOT, SEED)
+    share = share_at(boot, comp, lost, best, picked)
+    lens_share = share_at(boot, lens_pick["compressed"], lost, best, picked)
     c = float(chance[lost].mean())
-    print(f"lost facts still decodable: {share.fmt(pct=True)} (chance {c:.0%})")
+    print(f"lost facts still decodable: probe {share.fmt(pct=True)}, lens {lens_share.fmt(pct=True)} (chance {c:.0%})")
     print(f"displaced share, chance-corrected: {share.scaled(c, 1 - c).fmt(pct=True)}")
 else:
     print(f"only {lost.sum()} lost facts, fewer than the {MIN_FACTS} a bootstrap interval needs: no headline")
@@ -354,6 +362,7 @@ headline = json.loads((result.path / "verdict.json").read_text())
 assert headline["n_lost"] == lost.sum() and headline["layer"] == LAYERS[best]
 if lost.sum() >= MIN_FACTS:
     assert abs(headline["decodable_lost"]["mean"] - comp[lost, best].mean()) < 1e-9
+    assert abs(headline["lens_lost"]["mean"] - lens_pick["compressed"][lost, best].mean()) < 1e-9
 table.head()
 
 # %% [markdown]

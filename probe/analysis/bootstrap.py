@@ -102,6 +102,48 @@ def percentile(vals: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+class ClusterBootstrap:
+    """A percentile bootstrap that resamples clusters (subjects) with replacement, keeping their facts together.
+
+    Facts sharing a subject are not independent (a subject appears in several relations), so each
+    resample draws as many clusters as there are, with replacement, and weights every fact by how
+    often its cluster was drawn: ``weights`` ``[n_boot, n]``. A share over a subset of facts (the lost
+    ones) is the weighted mean over that subset, so the subset's size varies across resamples as it
+    would across samples. With one fact per cluster this is the ordinary bootstrap over facts.
+    """
+
+    def __init__(self, groups: np.ndarray, n_boot: int = 1000, seed: int = 0) -> None:
+        labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        draws = np.random.default_rng(seed).integers(0, len(labels), size=(n_boot, len(labels)))
+        counts = np.zeros((n_boot, len(labels)))
+        np.add.at(counts, (np.repeat(np.arange(n_boot), len(labels)), draws.ravel()), 1.0)
+        self.weights = counts[:, inverse]
+        self.n = len(inverse)
+
+    def replicates(self, values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Weighted means over facts (``rows``: a boolean subset) for every resample: ``[n, ...]`` → ``[n_boot, ...]``.
+
+        NaN values are left out; a resample with no fact of the subset gives NaN.
+        """
+        values = np.asarray(values, np.float64)
+        rows = np.ones(self.n, bool) if rows is None else np.asarray(rows, bool)
+        v = values[rows].reshape(int(rows.sum()), -1)
+        w = self.weights[:, rows]
+        finite = np.isfinite(v)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (w @ np.where(finite, v, 0.0)) / (w @ finite.astype(np.float64))
+        return out.reshape((len(w), *values.shape[1:]))
+
+    def interval(self, values: np.ndarray, rows: np.ndarray | None = None) -> Interval:
+        """The mean of per-fact ``values`` (over ``rows``) with its cluster-bootstrap 95% interval."""
+        values = np.asarray(values, np.float64).reshape(-1)
+        sel = values if rows is None else values[np.asarray(rows, bool)]
+        if not np.isfinite(sel).any():
+            return EMPTY
+        return Interval(float(np.nanmean(sel)), *percentile(self.replicates(values, rows)),
+                        int(np.isfinite(sel).sum()))
+
+
 def half_samples(groups: np.ndarray, n_rep: int, seed: int) -> np.ndarray:
     """``[n_rep, n]`` masks, each keeping the facts of a random half of the clusters, drawn without replacement.
 
