@@ -22,11 +22,11 @@
 # the hidden states, but the model no longer reads it out). It rebuilds `probe analyze` one measure at a
 # time on the captures of the original, the compressed model and any recoveries:
 #
-# 1. representational similarity per layer (linear CKA);
+# 1. representational similarity per layer (debiased linear CKA);
 # 2. the logit lens: what each layer would answer through the original's unembedding;
 # 3. divergences from the original (KL/JS of the lens distributions, residual distance, attention);
 # 4. decodability: can a linear probe still pick the answer out of the compressed model's hidden state?
-# 5. bootstrap intervals over facts;
+# 5. bootstrap intervals, resampling subjects with their facts;
 # 6. finally `probe.analysis.run.analyze`, whose verdict and figures sum it all up.
 #
 # Every statistic is at the probe's last token, on eval-split facts (train-split facts only train the
@@ -88,7 +88,8 @@ pd.DataFrame([{"variant": v, "run": r.path.name, "split": r.manifest["split"], "
 #
 # A fact is **known** when its answer's first token is the model's top-1 next token (recorded by the capture),
 # and **lost** when the original knows it and the compressed model does not. The bars carry 95% bootstrap
-# intervals over facts (`probe.analysis.bootstrap.interval`).
+# intervals from a bootstrap that resamples **subjects** with all their facts (`ClusterBootstrap`): a subject
+# appears in several relations, so its facts are not independent draws.
 
 # %%
 import matplotlib.pyplot as plt
@@ -99,7 +100,8 @@ from probe.analysis import bootstrap as bs
 ev = rs.eval_rows
 top1 = {v: np.asarray(r["logits/answer_top1"][:], bool)[ev] for v, r in rs.runs.items()}
 lost = top1["original"] & ~top1["compressed"]
-known = {v: bs.interval(t, N_BOOT, SEED) for v, t in top1.items()}
+boot = bs.ClusterBootstrap(bs.subject_labels(rs.probes, ev), N_BOOT, SEED)  # one set of resamples for all
+known = {v: boot.interval(t) for v, t in top1.items()}
 print(f"the original knows {top1['original'].sum()} of {len(ev)} eval facts; compression loses {lost.sum()}")
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -134,7 +136,10 @@ print(f"{len(LAYERS)} layers; residual stream arrays such as {rs.hook('resid_pos
 # ## 1. CKA per layer
 #
 # Linear CKA (`probe.analysis.cka.linear_cka`) compares the geometry of two sets of hidden states of the same
-# facts: 1 means the same representation up to rotation and scale. A dip says where compression changed the
+# facts: 1 means the same representation up to rotation and scale. With about as many facts as dimensions the
+# plain (biased) estimate is inflated: two *independent* Gaussian representations of 608 × 576 score about 0.49.
+# So the per-layer numbers are **debiased** (Song et al.'s unbiased HSIC, `debiased=True`, about 0 for unrelated
+# representations); the biased value is drawn dotted for comparison. A dip says where compression changed the
 # representation; a recovery that pulls CKA back toward 1 repairs the representation, one that does not but
 # still regains facts works around it.
 
@@ -145,12 +150,14 @@ resid = {v: [] for v in VARIANTS}  # per variant, per layer: eval residuals [n_e
 for layer in LAYERS:
     for v in VARIANTS:
         resid[v].append(rs.read(v, rs.hook("resid_post", layer), ev).astype(np.float32))  # float32: half the memory
-cka = {v: np.array([linear_cka(resid[v][i], resid["original"][i]) for i in range(len(LAYERS))])
+cka = {v: np.array([linear_cka(resid[v][i], resid["original"][i], debiased=True) for i in range(len(LAYERS))])
        for v in VARIANTS if v != "original"}
+cka_biased = {v: np.array([linear_cka(resid[v][i], resid["original"][i]) for i in range(len(LAYERS))]) for v in cka}
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for v, values in cka.items():
-    ax.plot(LAYERS, values, marker="o", label=v)
+    line = ax.plot(LAYERS, values, marker="o", label=f"{v} (debiased)")[0]
+    ax.plot(LAYERS, cka_biased[v], ls=":", color=line.get_color(), label=f"{v} (biased)")
 ax.set(xlabel="layer", ylabel="linear CKA with the original", title="Representation similarity per layer")
 ax.legend()
 plt.show()
@@ -238,11 +245,17 @@ plt.show()
 # For each fact the candidates are its answer and its distractors (from the probe file, else other objects of
 # its relation). A candidate `c` is scored from `norm(h) ⊙ u_c` (the final-normed residual times the
 # unembedding row of the candidate's first token) by one logistic regression shared by all facts
-# (`probe.analysis.decodability`); the fact counts as decodable when its answer scores highest. The probe is
-# trained on each variant's **train-split** facts and scored on its eval facts. If it still finds the answers
-# of lost facts in the compressed model, those facts are displaced rather than forgotten.
+# (`probe.analysis.decodability`); the fact counts as decodable when its answer scores highest. Summing that
+# product with unit weights is the plain logit lens restricted to the candidates, so the **lens** is shown next
+# to the **probe** at every layer: the probe sees the lens score plus the top principal components of the
+# product, and earns its place only where it beats the lens. Its regularisation `C` and component count are
+# chosen by cross-validation **inside the training facts** (`select_probe`, folds grouped by subject), never on
+# the eval facts it is scored on. The probe is trained on each variant's **train-split** facts and scored on
+# its eval facts. If it still finds the answers of lost facts in the compressed model, those facts are
+# displaced rather than forgotten.
 
 # %%
+from probe.analysis.bootstrap import subject_labels
 from probe.analysis.candidates import build as build_candidates
 from probe.analysis.decodability import ProbeData, candidate_features, cross_val_correct, held_out_correct
 
@@ -253,22 +266,33 @@ print("probes trained on train-split facts" if held_out else
       f"only {len(rs.train_rows)} train facts: {spec.folds}-fold cross-validation over eval facts instead")
 rows = np.arange(len(rs.probes))
 decodable = {v: np.zeros((len(ev), len(LAYERS)), bool) for v in ("original", "compressed")}
+lens_pick = {v: np.zeros((len(ev), len(LAYERS)), bool) for v in decodable}
+choices = []
 for li, layer in enumerate(LAYERS):
     for v in decodable:
         data = ProbeData(candidate_features(lens.normed(rs.read(v, rs.hook("resid_post", layer), rows)), cvec), cands)
-        got = (held_out_correct(data.subset(rs.train_rows), {v: data.subset(ev)}, seed=SEED) if held_out
-               else cross_val_correct(data.subset(ev), {v: data.subset(ev)}, spec.folds, seed=SEED))
-        decodable[v][:, li] = got[v]
+        test = data.subset(ev)
+        lens_pick[v][:, li] = np.where(test.cands.mask, test.feats.sum(2), -np.inf).argmax(1) == test.cands.answer
+        got = (held_out_correct(data.subset(rs.train_rows), {v: test},
+                                groups=subject_labels(rs.probes, rs.train_rows), seed=SEED) if held_out
+               else cross_val_correct(test, {v: test}, spec.folds, groups=subject_labels(rs.probes, ev), seed=SEED))
+        decodable[v][:, li] = got.correct[v]
+        choices.append({"layer": layer, "variant": v, "C": got.choice.c, "rank": got.choice.rank,
+                        "inner-CV accuracy": round(got.choice.cv_accuracy, 3)})
 chance = cands.chance[ev]
+chosen = pd.DataFrame(choices).pivot(index="layer", columns="variant", values=["C", "rank"])
+chosen.transpose()
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for v, correct in decodable.items():
-    ax.plot(LAYERS, correct.mean(0) * 100, marker="o", label=f"{v}, all eval facts")
+    line = ax.plot(LAYERS, correct.mean(0) * 100, marker="o", label=f"{v}: probe")[0]
+    ax.plot(LAYERS, lens_pick[v].mean(0) * 100, ls=":", color=line.get_color(), label=f"{v}: lens")
 if lost.any():
-    ax.plot(LAYERS, decodable["compressed"][lost].mean(0) * 100, marker="s", ls="--", label="compressed, lost facts")
-ax.axhline(chance.mean() * 100, color="grey", ls=":", label="chance")
-ax.set(xlabel="layer", ylabel="answer decoded (%)", title="Decodability of the answer per layer")
+    ax.plot(LAYERS, decodable["compressed"][lost].mean(0) * 100, marker="s", ls="--", label="compressed probe, lost")
+ax.axhline(chance.mean() * 100, color="grey", ls=":", label="chance (uniform guess)")
+ax.set(xlabel="layer", ylabel="answer picked among its candidates (%)",
+       title="Decodability per layer: trained probe vs plain lens")
 ax.legend(fontsize=8)
 plt.show()
 
@@ -276,9 +300,11 @@ plt.show()
 # ## 5. Bootstrap intervals
 #
 # How sure are these numbers? `bootstrap_mean` resamples facts (the same resamples for every layer) and gives
-# a 95% percentile interval per layer; `interval` does it for one number. The headline is the share of lost
-# facts still decodable at the layer where the compressed model decodes best on the facts it did *not* lose
-# (chosen without looking at lost facts), corrected for guessing: `(share − chance) / (1 − chance)`.
+# a 95% percentile interval per layer. The headline numbers use `boot`, which resamples subjects with their
+# facts. The headline is the share of lost facts still decodable at the layer where the compressed model
+# decodes best on the facts it did *not* lose (chosen without looking at lost facts), corrected for guessing:
+# `(share − chance) / (1 − chance)`. The layer is chosen again inside every resample (`best_layers`), so the
+# interval includes the uncertainty of that choice.
 
 # %%
 mean, lo, hi = bs.bootstrap_mean(per["compressed"]["js"], N_BOOT, SEED)
@@ -290,14 +316,18 @@ ax.legend()
 plt.show()
 
 # %%
+from probe.analysis.headline import best_layers, share_at
+
 comp = decodable["compressed"]
 select = ~lost if (~lost).any() else np.ones_like(lost)
 best = int(comp[select].mean(0).argmax())
-print(f"layer chosen on the facts not lost: {LAYERS[best]}")
+picked = best_layers(boot, comp, select)
+print(f"layer chosen on the facts not lost: {LAYERS[best]} (chosen in {np.mean(picked == best):.0%} of resamples)")
 if lost.sum() >= MIN_FACTS:
-    share = bs.interval(comp[lost, best], N_BOOT, SEED)
+    share = share_at(boot, comp, lost, best, picked)
+    lens_share = share_at(boot, lens_pick["compressed"], lost, best, picked)
     c = float(chance[lost].mean())
-    print(f"lost facts still decodable: {share.fmt(pct=True)} (chance {c:.0%})")
+    print(f"lost facts still decodable: probe {share.fmt(pct=True)}, lens {lens_share.fmt(pct=True)} (chance {c:.0%})")
     print(f"displaced share, chance-corrected: {share.scaled(c, 1 - c).fmt(pct=True)}")
 else:
     print(f"only {lost.sum()} lost facts, fewer than the {MIN_FACTS} a bootstrap interval needs: no headline")
@@ -333,6 +363,7 @@ headline = json.loads((result.path / "verdict.json").read_text())
 assert headline["n_lost"] == lost.sum() and headline["layer"] == LAYERS[best]
 if lost.sum() >= MIN_FACTS:
     assert abs(headline["decodable_lost"]["mean"] - comp[lost, best].mean()) < 1e-9
+    assert abs(headline["lens_lost"]["mean"] - lens_pick["compressed"][lost, best].mean()) < 1e-9
 table.head()
 
 # %% [markdown]

@@ -35,6 +35,7 @@ __all__ = [
     "linear_cka",
     "minibatch_cka",
     "rbf_cka",
+    "subset_linear_cka",
 ]
 
 Method = Literal["auto", "features", "gram"]
@@ -463,3 +464,46 @@ def cka_matrix(xs: Sequence[Any], ys: Sequence[Any], debiased: bool = False) -> 
         for j, (b, kb, self_b) in enumerate(prep_y):
             out[i, j] = 1.0 if a is b else cross(a, ka, b, kb) / np.sqrt(self_a * self_b)
     return out
+
+
+def subset_linear_cka(x: Any, y: Any, masks: np.ndarray, debiased: bool = True) -> np.ndarray:
+    """Linear CKA of ``x`` and ``y`` restricted to each row subset: ``masks`` ``[R, n]`` (bool) → ``[R]``.
+
+    Resampling WITHOUT replacement (half-samples, jackknife): with duplicated rows, a bootstrap
+    resample is not a sample of distinct examples, the unbiased HSIC's zeroed diagonal no longer
+    removes self-pairs, and CKA is inflated. For a 0/1 mask ``w`` over rows with ``m = Σw``, the
+    Gram matrices ``K = XXᵀ``, ``L = YYᵀ`` (``K̃``, ``L̃``: diagonal zeroed) give every subset's terms from
+    a few products shared by all subsets: debiased (Song et al.)
+    ``m(m−3)·HSIC = wᵀ(K̃∘L̃)w + (wᵀK̃w)(wᵀL̃w)/((m−1)(m−2)) − 2/(m−2)·Σᵢ wᵢ(K̃w)ᵢ(L̃w)ᵢ``; biased
+    ``(m−1)²·HSIC = wᵀ(K∘L)w − (2/m)·Σᵢ wᵢ(Kw)ᵢ(Lw)ᵢ + (wᵀKw)(wᵀLw)/m²``. Equal to :func:`linear_cka`
+    of the masked rows (tested); NaN for a subset too small for the estimator; memory O(n² + R·n).
+    """
+    xa, ya = _as_matrix(x, "x"), _as_matrix(y, "y")
+    _check_pair(xa, ya, debiased)
+    w = np.asarray(masks)
+    if w.ndim != 2 or w.shape[1] != xa.shape[0] or w.dtype != bool:
+        raise ProbeError(f"masks must be a boolean [subsets, {xa.shape[0]}] array; got {w.dtype} {w.shape}")
+    w = w.astype(np.float64)
+    m = w.sum(1)
+    small = m < (_MIN_DEBIASED_N if debiased else 2)  # too few rows for the estimator: NaN
+    xc, yc = _centred(xa, "x"), _centred(ya, "y")  # conditioning only: both forms are translation invariant
+    k, lg = xc @ xc.T, yc @ yc.T
+    if debiased:
+        np.fill_diagonal(k, 0.0)
+        np.fill_diagonal(lg, 0.0)
+    wk, wl = w @ k, w @ lg
+
+    m = np.where(small, 4.0, m)  # keeps the formulas finite where the result is NaN anyway
+
+    def hsic(a: np.ndarray, wa: np.ndarray, b: np.ndarray, wb: np.ndarray) -> np.ndarray:
+        trace = np.einsum("rn,rn->r", w @ (a * b), w)
+        sa, sb = np.einsum("rn,rn->r", w, wa), np.einsum("rn,rn->r", w, wb)
+        rows = np.einsum("rn,rn,rn->r", w, wa, wb)
+        if debiased:
+            return trace + sa * sb / ((m - 1) * (m - 2)) - 2.0 * rows / (m - 2)
+        return trace - 2.0 / m * rows + sa * sb / m ** 2
+
+    xy, xx, yy = hsic(k, wk, lg, wl), hsic(k, wk, k, wk), hsic(lg, wl, lg, wl)
+    den = np.sqrt(np.maximum(xx, 0) * np.maximum(yy, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((den > 0) & ~small, xy / np.where(den > 0, den, 1.0), np.nan)

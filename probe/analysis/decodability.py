@@ -12,11 +12,14 @@ it finds answers that are present in the residual but not read out in the origin
 Candidate order is shuffled (seeded) so ties never favour the answer; chance is 1/#candidates.
 
 With ~600 training facts and d=576 (SmolLM2) a full-rank probe overfits and falls below the plain
-lens (measured: 56% vs 66% on the last layer). So features are centred within each fact (a binary
-logit on centred features approximates the conditional logit over a fact's candidates), and the
-probe sees the lens score itself plus the top ``rank`` principal components of ``φ``: it can only
-match or re-weight the lens along a few directions (measured: 68% on the last layer, 57% vs the
-lens's 42% at layer 25), and each fit takes a fraction of a second.
+lens. So features are centred within each fact (a binary logit on centred features approximates
+the conditional logit over a fact's candidates), and the probe sees the lens score itself plus the
+top ``rank`` principal components of ``φ``: it can only match or re-weight the lens along a few
+directions. Its inverse regularisation ``C`` and ``rank`` (0: the lens score alone) are chosen by
+cross-validation inside the training facts only (:func:`select_probe`, grouped by subject when
+subjects are given), never on the facts it is scored on; the choice is returned with the scores.
+One PCA at the largest rank per inner fold serves every smaller rank (its leading components are
+the same), so the grid costs one PCA and a few small logistic fits per fold.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold
 
 from probe.errors import ProbeError
 
@@ -93,20 +96,33 @@ def _centred(data: ProbeData) -> np.ndarray:
     return np.where(mask, data.feats - mean, 0).astype(np.float32)
 
 
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+RANK_GRID = (0, 4, 16, 64)
+INNER_FOLDS = 3
+
+
+@dataclass(frozen=True)
+class ProbeChoice:
+    """The probe's inverse regularisation and principal-component count, and their inner-CV accuracy."""
+
+    c: float
+    rank: int
+    cv_accuracy: float
+
+
 @dataclass
 class CandidateProbe:
-    """Logistic regression on [centred lens score, top principal components of centred ``φ``]."""
+    """Logistic regression on [centred lens score, top ``rank`` principal components of centred ``φ``]."""
 
-    pca: PCA
+    pca: PCA | None
+    rank: int
     model: LogisticRegression
     lens_scale: float
     pc_scale: float
 
     def features(self, data: ProbeData) -> np.ndarray:
         """Real (fact, candidate) rows → ``[rows, 1 + rank]``."""
-        x = _centred(data)[data.cands.mask]
-        lens = x.sum(1, keepdims=True) / self.lens_scale
-        return np.concatenate([lens, self.pca.transform(x) / self.pc_scale], 1)
+        return _features(_centred(data)[data.cands.mask], self.pca, self.rank, self.lens_scale, self.pc_scale)
 
     def decision(self, data: ProbeData) -> np.ndarray:
         """Scores ``[n, k]``; pads are −inf."""
@@ -115,18 +131,74 @@ class CandidateProbe:
         return scores
 
 
-def fit_probe(data: ProbeData, c: float = 0.1, rank: int = 32, seed: int = 0) -> CandidateProbe:
-    """Binary logistic regression over every real (fact, candidate) pair: is it the answer?"""
+def _features(x: np.ndarray, pca: PCA | None, rank: int, lens_scale: float, pc_scale: float) -> np.ndarray:
+    lens = x.sum(1, keepdims=True) / lens_scale
+    if rank == 0 or pca is None:
+        return lens
+    return np.concatenate([lens, pca.transform(x)[:, :rank] / pc_scale], 1)
+
+
+def _rows(data: ProbeData) -> tuple[np.ndarray, np.ndarray]:
+    """Centred features of every real (fact, candidate) pair and whether it is the answer."""
     mask = data.cands.mask
     target = (np.arange(mask.shape[1])[None, :] == data.cands.answer[:, None])[mask]
-    x = _centred(data)[mask]
-    rank = max(1, min(rank, x.shape[1], x.shape[0] - 1))
-    pca = PCA(rank, random_state=seed).fit(x)
+    return _centred(data)[mask], target
+
+
+def _max_rank(x: np.ndarray, rank: int) -> int:
+    return max(0, min(rank, x.shape[1], x.shape[0] - 1))
+
+
+def _basis(x: np.ndarray, rank: int, seed: int) -> tuple[PCA | None, float, float]:
+    """The PCA of ``x`` at ``rank`` components (None at rank 0) and the lens and component scales."""
     lens_scale = float(x.sum(1).std()) or 1.0
-    pc_scale = float(np.sqrt(pca.explained_variance_[0])) or 1.0
-    probe = CandidateProbe(pca, LogisticRegression(C=c, max_iter=500, random_state=seed), lens_scale, pc_scale)
+    if rank == 0:
+        return None, lens_scale, 1.0
+    pca = PCA(rank, random_state=seed).fit(x)
+    return pca, lens_scale, float(np.sqrt(pca.explained_variance_[0])) or 1.0
+
+
+def fit_probe(data: ProbeData, *, c: float = 0.1, rank: int = 32, seed: int = 0) -> CandidateProbe:
+    """Binary logistic regression over every real (fact, candidate) pair: is it the answer?"""
+    x, target = _rows(data)
+    rank = _max_rank(x, rank)
+    pca, lens_scale, pc_scale = _basis(x, rank, seed)
+    probe = CandidateProbe(pca, rank, LogisticRegression(C=c, max_iter=500, random_state=seed), lens_scale, pc_scale)
     probe.model.fit(probe.features(data), target)
     return probe
+
+
+def select_probe(train: ProbeData, *, groups: np.ndarray | None = None, c_grid: tuple[float, ...] = C_GRID,
+                 rank_grid: tuple[int, ...] = RANK_GRID, folds: int = INNER_FOLDS, seed: int = 0) -> ProbeChoice:
+    """``C`` and rank with the best ``folds``-fold accuracy within ``train`` (ties: the smaller rank, then C).
+
+    Folds keep a subject's facts together when ``groups`` (one label per fact) is given. Too few
+    facts for inner folds → the smallest C and the lens score alone (rank 0), with a NaN accuracy.
+    """
+    n = len(train.feats)
+    n_groups = n if groups is None else len(np.unique(groups))
+    if min(n, n_groups) < max(folds, 2) * 2:
+        return ProbeChoice(min(c_grid), 0, float("nan"))
+    splitter = (KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)) if groups is None
+                else GroupKFold(folds).split(np.arange(n), groups=groups))
+    grid = [(c, r) for r in sorted(rank_grid) for c in sorted(c_grid)]
+    hits = np.zeros(len(grid))
+    for tr, te in splitter:
+        fit, test = train.subset(tr), train.subset(te)
+        x, target = _rows(fit)
+        xt = _centred(test)[test.cands.mask]
+        top = _max_rank(x, max(rank_grid))
+        pca, lens_scale, pc_scale = _basis(x, top, seed)
+        full, full_test = _features(x, pca, top, lens_scale, pc_scale), _features(xt, pca, top, lens_scale, pc_scale)
+        for gi, (c, r) in enumerate(grid):
+            r = min(r, top)
+            model = LogisticRegression(C=c, max_iter=500, random_state=seed).fit(full[:, : 1 + r], target)
+            scores = np.full(test.cands.mask.shape, -np.inf)
+            scores[test.cands.mask] = model.decision_function(full_test[:, : 1 + r])
+            hits[gi] += (scores.argmax(1) == test.cands.answer).sum()
+    best = int(np.argmax(hits))  # first maximum: the smallest rank, then the smallest C
+    c, r = grid[best]
+    return ProbeChoice(c, min(r, train.feats.shape[2]), float(hits[best] / n))  # the rank actually used
 
 
 def predict_correct(probe: CandidateProbe, data: ProbeData) -> np.ndarray:
@@ -134,25 +206,41 @@ def predict_correct(probe: CandidateProbe, data: ProbeData) -> np.ndarray:
     return probe.decision(data).argmax(1) == data.cands.answer
 
 
-def held_out_correct(train: ProbeData, targets: Mapping[str, ProbeData], c: float = 0.1,
-                     seed: int = 0) -> dict[str, np.ndarray]:
-    """Fit on ``train`` (train-split facts), score every target (eval-split facts of some variant)."""
-    probe = fit_probe(train, c, seed)
-    return {name: predict_correct(probe, data) for name, data in targets.items()}
+@dataclass(frozen=True)
+class ProbeScores:
+    """Per target, which facts the probe gets right; and the (C, rank) chosen inside the training facts."""
+
+    correct: dict[str, np.ndarray]
+    choice: ProbeChoice
 
 
-def cross_val_correct(source: ProbeData, targets: Mapping[str, ProbeData], folds: int = 5, c: float = 0.1,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+def held_out_correct(train: ProbeData, targets: Mapping[str, ProbeData], *, groups: np.ndarray | None = None,
+                     seed: int = 0) -> ProbeScores:
+    """Choose C and rank inside ``train`` (train-split facts), fit on all of it, score every target."""
+    choice = select_probe(train, groups=groups, seed=seed)
+    probe = fit_probe(train, c=choice.c, rank=choice.rank, seed=seed)
+    return ProbeScores({name: predict_correct(probe, data) for name, data in targets.items()}, choice)
+
+
+def cross_val_correct(source: ProbeData, targets: Mapping[str, ProbeData], folds: int = 5, *,
+                      groups: np.ndarray | None = None, seed: int = 0) -> ProbeScores:
     """Fallback when only eval facts exist: k-fold over the same facts, fit on ``source``'s other folds.
 
-    ``targets`` hold the same facts in the same order (other variants: a transfer score).
+    C and rank are chosen anew inside each outer fold's training part (nested); the reported
+    choice is the most frequent one over folds. ``targets`` hold the same facts in the same order
+    (other variants: a transfer score).
     """
     n = len(source.feats)
     if n < folds:
         raise ProbeError(f"cross-validated decodability needs at least {folds} facts, got {n}")
     out = {name: np.zeros(n, bool) for name in targets}
+    choices = []
     for tr, te in KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)):
-        probe = fit_probe(source.subset(tr), c, seed)
-        for name, data in targets.items():
-            out[name][te] = predict_correct(probe, data.subset(te))
-    return out
+        scores = held_out_correct(source.subset(tr), {name: d.subset(te) for name, d in targets.items()},
+                                  groups=None if groups is None else groups[tr], seed=seed)
+        choices.append(scores.choice)
+        for name, correct in scores.correct.items():
+            out[name][te] = correct
+    keys = [(ch.c, ch.rank) for ch in choices]
+    c, r = max(set(keys), key=lambda k: (keys.count(k), -k[1], -k[0]))
+    return ProbeScores(out, ProbeChoice(c, r, float(np.nanmean([ch.cv_accuracy for ch in choices]))))

@@ -31,7 +31,8 @@ class AnalyzeSpec:
     name: str | None = setting(None, "Output folder name", default_text="<model>-<compression>")
     model_path: str | None = like(ModelSpec, "model_path")
     n_boot: int = setting(1000, "Bootstrap resamples over facts", unit="resamples")
-    n_boot_cka: int = setting(200, "Bootstrap resamples for CKA", unit="resamples")
+    n_boot_cka: int = setting(200, "Half-samples of the subjects (without replacement) for CKA intervals",
+                              unit="resamples")
     seed: int = setting(0, "Bootstrap and probe seed")
     min_facts: int = setting(10, "Fewest facts a bootstrap interval needs", unit="facts")
     folds: int = setting(5, "Cross-validation folds when no train-split facts were captured")

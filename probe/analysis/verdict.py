@@ -13,7 +13,9 @@ Rules (kept here so that the text can be tested against synthetic numbers):
   means without the knowledge), and the compressed model's own output ranking among the
   candidates on the lost facts (how much of the answer the output still shows: a high share means
   compression mostly demoted the answer below other tokens rather than erasing it).
-* Two methods are only ranked against each other when their intervals do not overlap. Recoveries
+* Each recovery is counted both ways against the compressed model: facts regained, facts newly
+  broken, the net change and its exact McNemar p-value. Two methods are only ranked against each
+  other when a Holm-corrected exact McNemar test on the eval facts separates them. Recoveries
   that put attention on a prompt (prompt mass above 5%) and those that do not are compared as two
   regimes when both kinds are present.
 """
@@ -23,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from probe.analysis.bootstrap import EMPTY, Interval
+from probe.analysis.decodability import ProbeChoice
+from probe.analysis.paired import NetRecovery, PairTest
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class RecoveryNumbers:
     attn_shift: Interval = EMPTY
     mlp_change: Interval = EMPTY
     attn_out_change: Interval = EMPTY
+    net: NetRecovery | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class VerdictInputs:
     n_never: int = 0
     decodable_never: Interval = EMPTY
     output_lost: Interval = EMPTY
+    lens_lost: Interval = EMPTY
+    probe: ProbeChoice | None = None
+    pairs: tuple[PairTest, ...] = ()
 
     @property
     def displaced(self) -> Interval:
@@ -75,16 +83,34 @@ def decide(displaced: Interval) -> str:
     return "undecided"
 
 
-def _compare(items: list[tuple[str, Interval]], verb: tuple[str, str]) -> str:
-    """``"A <verbs> more than B"`` for the top item when its interval clears every other, else a hedge."""
-    items = [(n, i) for n, i in items if i.n > 0]
-    if len(items) < 2:
+def _p(p: float) -> str:
+    return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
+
+
+def _net(n: NetRecovery) -> str:
+    """``regained 16, newly broken 18, net −2 (exact McNemar p = 0.86 against the compressed model)``."""
+    gained = f" (and {n.gained} the original did not know)" if n.gained else ""
+    sign = "+" if n.net > 0 else "−" if n.net < 0 else "±"
+    return (f"regained {n.regained}{gained}, newly broken {n.broken}, net {sign}{abs(n.net)} (exact McNemar "
+            f"{_p(n.p)} against the compressed model)")
+
+
+def _ranking(pairs: tuple[PairTest, ...]) -> str:
+    """Which methods Holm-corrected exact McNemar tests separate; the rest are not ranked."""
+    if not pairs:
         return ""
-    items.sort(key=lambda t: -t[1].mean)
-    (top, ti), rest = items[0], items[1:]
-    if all(ti.lo > r.hi for _, r in rest):
-        return f"{top} {verb[0]} more than {', '.join(n for n, _ in rest)}"
-    return f"the methods cannot be told apart on how much they {verb[1]} (intervals overlap)"
+    apart = [t for t in pairs if t.separated]
+    if not apart:
+        return (" No two methods are separated by exact McNemar tests on the eval facts (Holm-corrected), so they "
+                "are not ranked.")
+    parts = []
+    for t in apart:
+        hi, lo, n_hi, n_lo = (t.a, t.b, t.only_a, t.only_b) if t.only_a > t.only_b else (t.b, t.a, t.only_b, t.only_a)
+        parts.append(f"{hi} answers more eval facts than {lo} ({n_hi} vs {n_lo} facts only one of them gets, "
+                     f"Holm-corrected {_p(t.p_holm)})")
+    rest = len(pairs) - len(apart)
+    tail = f"; the other {rest} pair{'s are' if rest > 1 else ' is'} undecided" if rest else ""
+    return " Exact McNemar tests separate: " + "; ".join(parts) + tail + "."
 
 
 def _span(items: list[Interval], pct: bool = False, digits: int = 3) -> str:
@@ -151,7 +177,8 @@ def _controls(v: VerdictInputs) -> str:
 def verdict_text(v: VerdictInputs) -> str:
     """One paragraph: the decision, its numbers and intervals, the recoveries, hedged where needed."""
     head = (f"On {v.n_eval} eval facts, {v.model} answers {v.known_original.fmt(pct=True)} top-1 and its "
-            f"{v.compression} compression {v.known_compressed.fmt(pct=True)} (95% bootstrap intervals over facts).")
+            f"{v.compression} compression {v.known_compressed.fmt(pct=True)} (95% bootstrap intervals, resampling "
+            f"subjects with their facts; the decodability layer is re-chosen in every resample).")
     if v.n_lost == 0:
         return head + " Compression loses no fact the original knows, so there is nothing to call displaced or " \
                       "forgotten."
@@ -161,8 +188,12 @@ def verdict_text(v: VerdictInputs) -> str:
     d = v.displaced
     where = f"layer {v.layer}" if v.layer is not None else "the chosen layer"
     note = f" {v.decodability_note}" if v.decodability_note else ""
+    probe = (f"; C {v.probe.c:g} and {v.probe.rank} principal components besides the lens score, chosen by "
+             f"cross-validation on training facts" if v.probe is not None else "")
+    lens = (f"; the plain lens restricted to the candidates picks it for {v.lens_lost.fmt(pct=True)} at that layer"
+            if v.lens_lost.n > 0 else "")
     body = (f" Of the {v.n_lost} facts compression loses, a linear probe on the compressed model still picks the "
-            f"answer at {where} for {v.decodable.fmt(pct=True)} (chance {v.chance * 100:.0f}%), i.e. "
+            f"answer at {where} for {v.decodable.fmt(pct=True)} (chance {v.chance * 100:.0f}%{probe}{lens}), i.e. "
             f"{d.fmt(pct=True)} after correcting for guessing{note}.")
     body += _controls(v)
     decision = decide(d)
@@ -177,14 +208,12 @@ def verdict_text(v: VerdictInputs) -> str:
                  "more facts would narrow it.")
     rec = [r for r in v.recoveries if r.regained.n > 0]
     if rec:
-        parts = [f"{r.variant} regains {r.regained.fmt(pct=True)} of them (mean ΔCKA toward the original "
-                 f"{r.delta_cka.fmt(digits=3)}; attention on its prompt {r.prompt_mass.fmt(pct=True)}, attention "
-                 f"shift {r.attn_shift.fmt(digits=3)} nats, MLP-output change {r.mlp_change.fmt(pct=True)})"
+        parts = [f"{r.variant} regains {r.regained.fmt(pct=True)} of them"
+                 + (f": {_net(r.net)}" if r.net is not None else "")
+                 + f" (mean debiased ΔCKA toward the original {r.delta_cka.fmt(digits=3)}; attention on its prompt "
+                   f"{r.prompt_mass.fmt(pct=True)}, attention shift {r.attn_shift.fmt(digits=3)} nats, MLP-output "
+                   f"change {r.mlp_change.fmt(pct=True)})"
                  for r in rec]
         body += " Among recoveries, " + "; ".join(parts) + "."
-        comparisons = [c for c in (_compare([(r.variant, r.regained) for r in rec], ("regains", "regain")),)
-                       if c]
-        if comparisons:
-            body += " " + "; ".join(c[0].upper() + c[1:] for c in comparisons) + "."
-        body += _regimes(rec) + _pull_back(rec)
+        body += _ranking(v.pairs) + _regimes(rec) + _pull_back(rec)
     return head + body

@@ -2,9 +2,12 @@
 
 Table rows keep the formats the dashboard reads: per-fact tables (``lens``, ``divergence``,
 ``attention``, ``decodability``) have one row per variant, metric, layer (and head, ``-1`` when
-averaged) with ``mean``, ``lo``, ``hi`` (95% bootstrap) and ``n``; ``cka`` and ``cross_cka`` one
-row per layer (pair); ``regimes`` one row per recovery and headline metric. Missing numbers are
-NaN in memory, ``null`` in JSON and ``—`` in the summary text.
+averaged) with ``mean``, ``lo``, ``hi`` (95% bootstrap) and ``n``; ``decodability`` rows of a trained
+probe (``own``, ``transfer``) also carry its cross-validated ``probe_c`` and ``probe_rank`` (null for
+the ``lens`` rows); ``cka`` one row per layer (debiased
+CKA with its half-sample interval, the biased value beside it, the ``estimator`` named) and
+``cross_cka`` one row per layer pair (biased CKA, labelled); ``regimes`` one row per recovery and
+headline metric. Missing numbers are NaN in memory, ``null`` in JSON and ``—`` in the summary text.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from probe.analysis import bootstrap as bs
+from probe.analysis.decodability import ProbeChoice
 from probe.analysis.families.attention import AttentionFamily
-from probe.analysis.families.cka import CKAFamily
+from probe.analysis.families.cka import CROSS_ESTIMATOR, CKAFamily
+from probe.analysis.families.cka import ESTIMATOR as CKA_ESTIMATOR
 from probe.analysis.families.decodability import DecodabilityFamily
 from probe.analysis.families.divergence import OUTPUT_KINDS, DivergenceFamily
 from probe.analysis.families.lens import LensFamily
@@ -34,20 +39,34 @@ class Tables:
         self.n_boot, self.seed = n_boot, seed
         self.rows: dict[str, list[dict]] = {}
 
-    def add(self, table: str, values: np.ndarray, layers: tuple[int, ...], **keys: object) -> None:
-        """Per-fact values ``[n, L]`` or ``[n, L, H]`` → one row per layer (and head) with its interval."""
+    def add(self, table: str, values: np.ndarray, layers: tuple[int, ...], per_layer: list[dict] | None = None,
+            **keys: object) -> None:
+        """Per-fact values ``[n, L]`` or ``[n, L, H]`` → one row per layer (and head) with its interval.
+
+        ``per_layer[li]``, when given, adds its fields to layer ``li``'s rows.
+        """
         mean, lo, hi = bs.bootstrap_mean(values, self.n_boot, self.seed)
         n = int(values.shape[0])
         for li, layer in enumerate(layers):
             heads = range(mean.shape[1]) if mean.ndim == 2 else [None]
             for h in heads:
                 at = (li, h) if h is not None else (li,)
-                self.rows.setdefault(table, []).append({**keys, "layer": layer, "head": -1 if h is None else h,
+                extra = per_layer[li] if per_layer else {}
+                self.rows.setdefault(table, []).append({**keys, **extra, "layer": layer,
+                                                        "head": -1 if h is None else h,
                                                         "mean": float(mean[at]), "lo": float(lo[at]),
                                                         "hi": float(hi[at]), "n": n})
 
     def put(self, table: str, row: dict) -> None:
         self.rows.setdefault(table, []).append(row)
+
+
+NO_CHOICE = {"probe_c": None, "probe_rank": None}
+
+
+def _choice(c: ProbeChoice) -> dict:
+    """A probe's chosen C and rank as decodability-table fields (the lens has none)."""
+    return {"probe_c": c.c, "probe_rank": c.rank}
 
 
 def build_tables(layers: tuple[int, ...], lens: LensFamily, div: DivergenceFamily, att: AttentionFamily | None,
@@ -77,20 +96,27 @@ def build_tables(layers: tuple[int, ...], lens: LensFamily, div: DivergenceFamil
                 t.add("divergence", att.js[v].mean(2), layers, variant=v, metric="attention_js")
     for v, point in cka.point.items():
         for li, layer in enumerate(layers):
-            lo, hi = bs.percentile(cka.replicates[v][li])
-            t.put("cka", {"variant": v, "layer": layer, "mean": float(point[li]), "lo": lo, "hi": hi, "n": cka.n})
+            lo, hi = cka.interval(v, li)
+            t.put("cka", {"variant": v, "layer": layer, "mean": float(point[li]), "lo": lo, "hi": hi, "n": cka.n,
+                          "biased": float(cka.biased[v][li]), "estimator": CKA_ESTIMATOR})
     for v, matrix in cka.cross.items():
         for i, li in enumerate(layers):
             for j, lj in enumerate(layers):
-                t.put("cross_cka", {"variant": v, "layer": li, "original_layer": lj, "cka": float(matrix[i, j])})
+                t.put("cross_cka", {"variant": v, "layer": li, "original_layer": lj, "cka": float(matrix[i, j]),
+                                    "estimator": CROSS_ESTIMATOR})
+    choice = {"lens": {v: [NO_CHOICE] * len(layers) for v in dec.lens},
+              "own": {v: [_choice(c) for c in dec.choice[v]] for v in dec.own},
+              "transfer": {v: [_choice(c) for c in dec.choice["original"]] for v in dec.transfer}}
     for probe, family in (("lens", dec.lens), ("own", dec.own), ("transfer", dec.transfer)):
         for v, values in family.items():
-            t.add("decodability", values.astype(float), layers, variant=v, probe=probe, facts="eval")
+            t.add("decodability", values.astype(float), layers, choice[probe][v], variant=v, probe=probe,
+                  facts="eval")
     for v in dec.own:
         for facts, rows in (("lost", head.lost), ("never", head.never)):
             if rows.any():
                 for probe, values in (("own", dec.own[v]), ("lens", dec.lens[v])):
-                    t.add("decodability", values[rows].astype(float), layers, variant=v, probe=probe, facts=facts)
+                    t.add("decodability", values[rows].astype(float), layers, choice[probe][v], variant=v,
+                          probe=probe, facts=facts)
     for r in head.verdict.recoveries:
         for metric in REGIME_METRICS:
             t.put("regimes", {"variant": r.variant, "metric": metric, **getattr(r, metric).as_dict()})
@@ -98,7 +124,7 @@ def build_tables(layers: tuple[int, ...], lens: LensFamily, div: DivergenceFamil
 
 
 def summary_rows(head: Headline, cka: CKAFamily, dec: DecodabilityFamily, layers: tuple[int, ...]) -> list[dict]:
-    """One row per variant: its output top-1 on eval facts, lost facts regained, mean CKA, best decodability layer.
+    """One row per variant: output top-1 on eval facts, lost facts regained, mean CKA, best probe and lens layers.
 
     Text cells; ``—`` where a number does not exist (the original has no CKA with itself).
     """
@@ -106,10 +132,12 @@ def summary_rows(head: Headline, cka: CKAFamily, dec: DecodabilityFamily, layers
     rows = []
     for v, known in head.known.items():
         mean, layer = max(zip(dec.own[v].astype(float).mean(0).tolist(), layers, strict=True))
+        lens_mean, lens_layer = max(zip(dec.lens[v].astype(float).mean(0).tolist(), layers, strict=True))
         rows.append({"variant": v, "top1": known.fmt(pct=True),
                      "regained_lost": regained[v].fmt(pct=True) if v in regained else "",
                      "mean_cka": f"{np.mean(cka.point[v]):.3f}" if v in cka.point else MISSING,
-                     "best_decodability": f"{mean * 100:.0f}% @ layer {layer}"})
+                     "best_decodability": f"{mean * 100:.0f}% @ layer {layer}",
+                     "best_lens": f"{lens_mean * 100:.0f}% @ layer {lens_layer}"})
     return rows
 
 
@@ -117,9 +145,14 @@ def verdict_json(head: Headline, text: str, distractors: str) -> dict:
     v = head.verdict
     return {"n_eval": v.n_eval, "n_lost": v.n_lost, "chance": v.chance, "layer": v.layer,
             "known_original": v.known_original.as_dict(), "known_compressed": v.known_compressed.as_dict(),
-            "decodable_lost": v.decodable.as_dict(), "displaced": v.displaced.as_dict(),
+            "decodable_lost": v.decodable.as_dict(), "lens_lost": v.lens_lost.as_dict(),
+            "probe": None if v.probe is None else {"c": v.probe.c, "rank": v.probe.rank,
+                                                   "cv_accuracy": v.probe.cv_accuracy},
+            "displaced": v.displaced.as_dict(),
             "n_never": v.n_never, "decodable_never": v.decodable_never.as_dict(),
             "output_ranks_answer_first_lost": v.output_lost.as_dict(),
+            "net_recovery": [r.net.as_dict() for r in v.recoveries if r.net is not None],
+            "method_pairs": [t.as_dict() for t in v.pairs],
             "decodability": v.decodability_note, "distractors": distractors, "verdict": text}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe.analysis.decodability import build_candidates
+from probe.analysis.decodability import C_GRID, RANK_GRID, build_candidates
 from probe.analysis.families.attention import attention_family
 from probe.analysis.families.cka import cka_family
 from probe.analysis.families.decodability import decodability_family
@@ -74,11 +74,16 @@ def test_cka_family_is_one_for_a_rotation_and_pairs_replicates_across_variants()
     q, _ = np.linalg.qr(RNG.normal(size=(D, D)))
     rs = runset({"original": {"resid_post": h}, "compressed": {"resid_post": h @ q},
                  "prompt": {"resid_post": h + _resid(2.0)}}, L)
-    cka = cka_family(rs, n_boot=30, seed=0)
+    cka = cka_family(rs, n_rep=30, seed=0)
     assert cka.n == N and set(cka.point) == {"compressed", "prompt"}
     np.testing.assert_allclose(cka.point["compressed"], 1.0, atol=1e-9)  # linear CKA ignores rotations
+    np.testing.assert_allclose(cka.biased["compressed"], 1.0, atol=1e-9)
+    assert (cka.biased["prompt"] > cka.point["prompt"]).all()  # biased CKA is inflated at n ≈ d
     np.testing.assert_allclose(cka.replicates["compressed"], 1.0, atol=1e-9)
     assert cka.replicates["prompt"].shape == (L, 30) and (cka.point["prompt"] < 0.9).all()
+    for li in range(L):
+        lo, hi = cka.interval("prompt", li)
+        assert lo < cka.point["prompt"][li] < hi
     np.testing.assert_allclose(np.diag(cka.cross["compressed"]), 1.0, atol=1e-9)
     assert cka.cross["prompt"].shape == (L, L)
 
@@ -137,3 +142,10 @@ def test_nan_in_a_capture_is_refused(family):
                  "compressed": {"resid_post": bad, "pattern": _patterns(1.0) * np.nan}}, L)
     with pytest.raises(ProbeError, match="NaN/inf in compressed capture"):
         family(rs)
+
+
+def test_decodability_family_records_each_probes_choice_per_variant_and_layer():
+    rs, lz, cands = _decodable(["train" if i % 2 else "eval" for i in range(80)])
+    dec = decodability_family(rs, lz, cands, min_facts=4, folds=3, seed=0)
+    assert set(dec.choice) == {"original", "compressed"} and all(len(c) == L for c in dec.choice.values())
+    assert all(c.c in C_GRID and c.rank in (*RANK_GRID, D) and c.rank <= D for cs in dec.choice.values() for c in cs)

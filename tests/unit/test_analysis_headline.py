@@ -8,7 +8,7 @@ import numpy as np
 
 from probe.analysis import bootstrap as bs
 from probe.analysis.candidates import Candidates, build, distractors
-from probe.analysis.decodability import build_candidates
+from probe.analysis.decodability import ProbeChoice, build_candidates
 from probe.analysis.families.cka import CKAFamily
 from probe.analysis.families.decodability import DecodabilityFamily
 from probe.analysis.families.divergence import DivergenceFamily
@@ -31,13 +31,14 @@ def _setup(lost: int = 12, mlp: bool = True):
     rs = runset({v: {"resid_post": RNG.normal(size=(N, L, D))} for v in VARIANTS}, L, top1=top1)
     ones = {v: np.ones((N, L), bool) for v in VARIANTS}
     dec = DecodabilityFamily(lens={v: np.zeros((N, L), bool) for v in VARIANTS}, own=ones,
-                             transfer={v: ones[v] for v in VARIANTS[1:]}, held_out=True, note="(a note)")
+                             transfer={v: ones[v] for v in VARIANTS[1:]}, held_out=True, note="(a note)",
+                             choice={v: [ProbeChoice(0.1, 4 * li, 0.9) for li in range(L)] for v in VARIANTS})
     change = {"compressed": np.zeros((N, L)), "prompt": np.full((N, L), 0.25)}
     div = DivergenceFamily(cosine=change, relative_l2=change, outputs={"mlp_out": change} if mlp else {},
                            outputs_vs_compressed={"mlp_out": {"prompt": change["prompt"]}} if mlp else {})
     reps = {"compressed": np.full((L, 40), 0.5), "prompt": np.full((L, 40), 0.7)}
     cka = CKAFamily(point={"compressed": np.full(L, 0.5), "prompt": np.full(L, 0.7)}, replicates=reps,
-                    cross={v: np.eye(L) for v in reps}, n=N)
+                    cross={v: np.eye(L) for v in reps}, n=N, biased={v: np.full(L, 0.9) for v in reps})
     ids = [[i % 7, 7 + i % 5, 20] for i in range(N)]
     cands = Candidates([], build_candidates([r[0] for r in ids], [r[1:] for r in ids]), "the probe file p")
     spec = AnalyzeSpec("tiny-llama", "rtn3", min_facts=4, n_boot=200)
@@ -56,6 +57,13 @@ def test_headline_counts_lost_facts_and_recovery_numbers_from_the_models_outputs
     assert prompt.mlp_change.mean == 0.25
     assert prompt.prompt_mass.n == 0 and np.isnan(prompt.prompt_mass.mean)  # no attention captured: missing
     assert v.decodable.mean == 1.0 and v.output_lost.mean == 0.0 and v.decodability_note == "(a note)"
+    assert v.lens_lost.mean == 0.0 and v.lens_lost.n == 12  # the lens at the chosen layer, next to the probe
+    assert v.probe == ProbeChoice(0.1, 4 * v.layer, 0.9)  # the compressed probe's choice at that layer
+    data = verdict_json(head, "text", "p")
+    assert data["lens_lost"]["mean"] == 0.0 and data["probe"]["rank"] == 4 * v.layer
+    (net,) = data["net_recovery"]  # every other lost fact regained, nothing the compressed model knew broken
+    assert (net["regained"], net["newly_broken"], net["net"]) == (6, 0, 6) and net["mcnemar_p"] == 2 / 2 ** 6
+    assert data["method_pairs"] == []  # one recovery: nothing to rank
 
 
 def test_too_few_lost_facts_leave_the_decodable_share_missing_and_null_in_json():
@@ -75,6 +83,7 @@ def test_summary_reports_output_top1_and_no_made_up_cka_for_the_original():
     assert rows["original"]["mean_cka"] == "—" and rows["prompt"]["mean_cka"] == "0.700"
     assert rows["prompt"]["regained_lost"].startswith("50%") and rows["original"]["regained_lost"] == ""
     assert rows["original"]["best_decodability"] == "100% @ layer 2"
+    assert rows["original"]["best_lens"] == "0% @ layer 2"
 
 
 def test_tables_have_one_row_per_variant_metric_and_layer():
@@ -91,6 +100,9 @@ def test_tables_have_one_row_per_variant_metric_and_layer():
     assert ("compressed", "mlp_out_relative_l2_vs_compressed") not in metrics
     lost = [r for r in t.rows["decodability"] if r["facts"] == "lost"]
     assert {r["n"] for r in lost} == {12} and {r["probe"] for r in lost} == {"own", "lens"}
+    own = [r for r in t.rows["decodability"] if r["probe"] == "own" and r["variant"] == "compressed"]
+    assert [(r["probe_c"], r["probe_rank"]) for r in own[:L]] == [(0.1, 0), (0.1, 4), (0.1, 8)]
+    assert all(r["probe_rank"] is None for r in t.rows["decodability"] if r["probe"] == "lens")
     assert {r["metric"] for r in t.rows["regimes"]} >= {"regained", "delta_cka", "prompt_mass"}
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.special import log_softmax
 
 from probe.analysis import bootstrap as bs
-from probe.analysis.cka import linear_cka
 from probe.analysis.decodability import (
     ProbeData,
     build_candidates,
     cross_val_correct,
+    fit_probe,
     held_out_correct,
+    select_probe,
 )
 from probe.analysis.divergence import (
     check_finite,
@@ -25,6 +28,7 @@ from probe.analysis.divergence import (
     kl_prob,
     relative_l2,
 )
+from probe.analysis.paired import net_recoveries, pairwise
 from probe.analysis.verdict import RecoveryNumbers, VerdictInputs, decide, verdict_text
 from probe.errors import ProbeError
 
@@ -92,22 +96,6 @@ def test_too_few_facts_says_how_many_are_needed():
         bs.check_enough(3, 10, "the eval split")
 
 
-def test_bootstrap_cka_of_a_representation_with_itself_is_one():
-    x = RNG.normal(size=(30, 5))
-    reps = bs.bootstrap_cka(x, x, bs.resample(30, 50, 0))
-    np.testing.assert_allclose(reps, 1.0)
-    lo, hi = bs.percentile(bs.bootstrap_cka(x, RNG.normal(size=(30, 5)), bs.resample(30, 50, 0)))
-    assert lo < hi < 1
-
-
-def test_bootstrap_cka_equals_the_cka_of_each_resampled_set_of_rows():
-    x = RNG.normal(size=(40, 7))
-    y = x @ RNG.normal(size=(7, 5)) + RNG.normal(size=(40, 5))
-    idx = bs.resample(40, 25, 3)
-    expected = [linear_cka(x[i], y[i]) for i in idx]
-    np.testing.assert_allclose(bs.bootstrap_cka(x, y, idx), expected, rtol=1e-10, atol=1e-12)
-
-
 def _synthetic_probe_data(n: int, k: int = 4, d: int = 8, signal: float = 5.0, seed: int = 0) -> ProbeData:
     rng = np.random.default_rng(seed)
     cands = build_candidates(list(range(n)), [[n + j for j in range(k - 1)]] * n, seed)
@@ -119,14 +107,14 @@ def _synthetic_probe_data(n: int, k: int = 4, d: int = 8, signal: float = 5.0, s
 def test_decodability_is_near_one_on_separable_data_and_chance_on_shuffled_labels():
     train, test = _synthetic_probe_data(200, seed=1), _synthetic_probe_data(400, seed=2)
     assert np.isclose(test.cands.chance, 0.25).all()
-    assert held_out_correct(train, {"t": test})["t"].mean() > 0.95
-    assert cross_val_correct(test, {"t": test})["t"].mean() > 0.95
+    assert held_out_correct(train, {"t": test}).correct["t"].mean() > 0.95
+    assert cross_val_correct(test, {"t": test}).correct["t"].mean() > 0.95
     rng = np.random.default_rng(3)
 
     def shuffled(data: ProbeData) -> ProbeData:  # labels no longer belong to the features
         return ProbeData(data.feats, type(data.cands)(data.cands.ids, rng.permutation(data.cands.answer)))
 
-    acc = held_out_correct(shuffled(train), {"t": shuffled(test)})["t"].mean()
+    acc = held_out_correct(shuffled(train), {"t": shuffled(test)}).correct["t"].mean()
     assert 0.1 < acc < 0.4, acc
 
 
@@ -143,9 +131,47 @@ def test_decodability_keeps_a_lens_signal_spread_over_many_dimensions():
 
     train, test = data(60, 5), data(400, 6)
     lens = (test.feats.sum(2).argmax(1) == test.cands.answer).mean()
-    probe = held_out_correct(train, {"t": test})["t"].mean()
+    probe = held_out_correct(train, {"t": test}).correct["t"].mean()
     assert lens > 0.7, lens
     assert probe >= lens - 0.05, (probe, lens)
+
+
+def _spread(n: int, seed: int, d: int = 48, n_dirs: int = 12, signal: float = 6.0) -> ProbeData:
+    """Each fact's answer raised along one of ``n_dirs`` orthogonal directions (+ on one feature, − on
+    another): the signal spans ``n_dirs`` principal components and sums to zero, so the lens misses it."""
+    rng = np.random.default_rng(seed)
+    cands = build_candidates(list(range(n)), [[n + j for j in range(3)]] * n, seed)
+    feats = rng.normal(size=(n, 4, d)).astype(np.float32)
+    j = rng.integers(0, n_dirs, n)
+    feats[np.arange(n), cands.answer, 2 * j] += signal
+    feats[np.arange(n), cands.answer, 2 * j + 1] -= signal
+    return ProbeData(feats, cands)
+
+
+def test_probe_beats_the_lens_when_the_answer_is_spread_over_many_principal_components():
+    """Fails when the seed lands in ``rank`` (seed 0 → one component: 45% here, the lens 26%)."""
+    train, test = _spread(300, 1), _spread(400, 2)
+    lens = (test.feats.sum(2).argmax(1) == test.cands.answer).mean()
+    scores = held_out_correct(train, {"t": test}, seed=0)
+    probe = scores.correct["t"].mean()
+    assert lens < 0.4, lens
+    assert probe > 0.75 and probe > lens + 0.3, (probe, lens)
+    assert scores.choice.rank >= 12, scores.choice  # chosen inside the training facts, enough components
+    assert scores.choice.c in (0.01, 0.1, 1.0, 10.0) and 0.6 < scores.choice.cv_accuracy <= 1
+    assert fit_probe(train, c=0.1, rank=1).pca.n_components == 1  # keyword arguments reach their parameters
+    assert cross_val_correct(test, {"t": test}, 3, seed=0).choice.rank >= 12
+
+
+def test_probe_choice_never_sees_the_facts_it_is_scored_on():
+    """The choice depends on the training facts only: changing the eval facts leaves it unchanged."""
+    train = _spread(200, 3)
+    a = held_out_correct(train, {"t": _spread(100, 4)}, seed=0)
+    b = held_out_correct(train, {"t": _synthetic_probe_data(100, d=48, seed=5)}, seed=0)
+    assert a.choice == b.choice == select_probe(train, seed=0)
+    groups = np.arange(200) // 4  # subjects of four facts: inner folds keep them together
+    assert select_probe(train, groups=groups, seed=0).rank >= 12
+    few = select_probe(_spread(5, 6), seed=0)
+    assert few.rank == 0 and np.isnan(few.cv_accuracy)  # too few facts to choose: the lens score alone
 
 
 def _inputs(flags: np.ndarray, recoveries: tuple[RecoveryNumbers, ...] = ()) -> VerdictInputs:
@@ -171,19 +197,24 @@ def test_verdict_follows_the_numbers():
     assert "fewer than the 10" in verdict_text(few) and "displaced rather" not in verdict_text(few)
 
 
-def test_verdict_ranks_recoveries_only_when_intervals_separate():
+def test_verdict_counts_recoveries_both_ways_and_ranks_only_where_mcnemar_separates():
     flags = np.arange(100) % 10 != 0
-    apart = (RecoveryNumbers("prompt", regained=bs.interval(np.arange(100) % 10 < 8)),
-             RecoveryNumbers("lora", regained=bs.interval(np.arange(100) % 10 < 2)))
-    assert "Prompt regains more than lora" in verdict_text(_inputs(flags, apart))
-    close = (RecoveryNumbers("prompt", regained=bs.interval(np.arange(100) % 10 < 5)),
-             RecoveryNumbers("lora", regained=bs.interval(np.arange(100) % 10 < 4)))
-    assert "cannot be told apart on how much they regain" in verdict_text(_inputs(flags, close))
+    top1 = {"original": np.ones(300, bool), "compressed": np.arange(300) >= 100,
+            "idp": (np.arange(300) < 16) | (np.arange(300) >= 118),  # regains 16, breaks 18
+            "lora": np.arange(300) < 260}  # regains 100, breaks 40
+    nets = net_recoveries(top1, ("idp", "lora"))
+    recs = tuple(RecoveryNumbers(n.variant, regained=bs.interval(np.ones(10)), net=n) for n in nets)
+    text = verdict_text(replace(_inputs(flags, recs), pairs=pairwise(top1, ("idp", "lora"))))
+    assert f"idp regains 100% [100, 100] of them: regained 16, newly broken 18, net −2 (exact McNemar p = " \
+           f"{nets[0].p:.2g} against the compressed model)" in text
+    assert ("lora answers more eval facts than idp (102 vs 40 facts only one of them gets, Holm-corrected "
+            "p < 0.001)") in text
+    even = {**top1, "lora": top1["idp"][::-1].copy()}
+    text = verdict_text(replace(_inputs(flags, recs), pairs=pairwise(even, ("idp", "lora"))))
+    assert "No two methods are separated" in text and "answers more" not in text
 
 
 def test_verdict_states_its_controls_and_the_two_regimes():
-    from dataclasses import replace
-
     flags = np.arange(100) % 10 != 0  # 90% of lost facts decodable
     base = replace(_inputs(flags), n_never=300, decodable_never=bs.interval(np.arange(300) % 10 < 4),
                    output_lost=bs.interval(np.arange(100) % 10 < 8))

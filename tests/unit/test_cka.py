@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from probe.analysis.cka import LinearCKAAccumulator, cka_matrix, linear_cka, minibatch_cka, rbf_cka
+from probe.analysis import bootstrap as bs
+from probe.analysis.cka import (
+    LinearCKAAccumulator,
+    cka_matrix,
+    linear_cka,
+    minibatch_cka,
+    rbf_cka,
+    subset_linear_cka,
+)
 from probe.errors import ProbeError
 
 
@@ -306,3 +314,69 @@ def test_accumulator_bad_use():
         acc.update(x, y[:5])
     with pytest.raises(ProbeError, match="NaN"):
         acc.update(np.full((2, 3), np.nan), y[:2])
+
+
+# ---------------------------------------------------------------- the analysis's estimator and its intervals
+
+
+def test_debiased_cka_of_independent_gaussians_at_n_close_to_d_is_zero_where_biased_is_half():
+    """The demo's shape (608 facts × 576 dims): biased CKA of unrelated representations is ~0.49."""
+    rng = _rng(0)
+    x, y = rng.standard_normal((608, 576)), rng.standard_normal((608, 576))
+    assert 0.47 < linear_cka(x, y) < 0.51
+    assert abs(linear_cka(x, y, debiased=True)) < 0.02
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_subset_cka_equals_the_cka_of_each_subset_of_rows(debiased):
+    x, y = _pair(40, 7, 5, seed=15, offset=3.0)
+    masks = bs.half_samples(np.arange(40) // 2, 20, seed=1)  # clusters of two facts
+    masks = np.vstack([masks, ~np.eye(40, dtype=bool)[:5]])  # and some leave-one-out subsets
+    expected = [linear_cka(x[m], y[m], debiased) for m in masks]
+    np.testing.assert_allclose(subset_linear_cka(x, y, masks, debiased), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(subset_linear_cka(x, x, masks, debiased), 1.0, atol=1e-12)
+    with pytest.raises(ProbeError, match="boolean"):
+        subset_linear_cka(x, y, masks.astype(int))
+
+
+def test_half_samples_keep_half_of_the_clusters_whole():
+    groups = np.repeat(np.arange(10), [1, 2, 3, 1, 1, 2, 5, 1, 1, 3])
+    masks = bs.half_samples(groups, 50, seed=2)
+    for m in masks:
+        kept = set(groups[m])
+        assert len(kept) == 5 and all(m[groups == g].all() for g in kept)
+    np.testing.assert_array_equal(masks, bs.half_samples(groups, 50, seed=2))
+
+
+def test_half_sample_interval_contains_the_estimate_where_a_bootstrap_with_duplicates_does_not():
+    """n ≈ d, population CKA 1/(1 + 1.5²) ≈ 0.31: duplicates push bootstrap CKA above its own estimate."""
+    rng = _rng(16)
+    x = rng.standard_normal((200, 150))
+    y = x + 1.5 * rng.standard_normal((200, 150))
+    biased = linear_cka(x, y)
+    boot_lo, _ = bs.percentile([linear_cka(x[i], y[i]) for i in bs.resample(200, 60, 0)])
+    assert boot_lo > biased  # the failure the issue reports (estimate 0.53, interval [0.67, 0.69])
+    point = linear_cka(x, y, debiased=True)
+    lo, hi = bs.basic_interval(point, subset_linear_cka(x, y, bs.half_samples(np.arange(200), 200, 0)))
+    assert lo < point < hi and lo < 1 / (1 + 1.5 ** 2) < hi and hi - lo < 0.1
+
+
+def test_half_sample_intervals_cover_the_population_cka():
+    """y = x + noise with unit variances: population linear CKA is exactly 1/2. n = 60 facts, d = 50."""
+    covered = 0
+    for r in range(40):
+        rng = _rng(100 + r)
+        x = rng.standard_normal((60, 50))
+        y = x + rng.standard_normal((60, 50))
+        point = linear_cka(x, y, debiased=True)
+        lo, hi = bs.basic_interval(point, subset_linear_cka(x, y, bs.half_samples(np.arange(60), 100, r)))
+        covered += lo <= 0.5 <= hi
+    assert covered >= 36, covered  # measured: conservative at n ≈ d (all 40 cover)
+
+
+def test_subset_cka_is_nan_for_a_subset_too_small_for_the_estimator():
+    x, y = _pair(10, 3, 3, seed=17)
+    masks = np.zeros((2, 10), bool)
+    masks[0, :3], masks[1, :6] = True, True
+    got = subset_linear_cka(x, y, masks)
+    assert np.isnan(got[0]) and got[1] == pytest.approx(linear_cka(x[:6], y[:6], debiased=True), abs=1e-10)

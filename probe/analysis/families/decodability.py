@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from probe.analysis.bootstrap import subject_labels
 from probe.analysis.captures import RunSet
 from probe.analysis.decodability import (
     CandidateSet,
+    ProbeChoice,
     ProbeData,
     candidate_features,
     cross_val_correct,
@@ -28,7 +30,9 @@ class DecodabilityFamily:
 
     ``lens[v]``: the plain logit lens restricted to the candidates (no training), every variant;
     ``own[v]``: a probe trained on that variant, every variant; ``transfer[v]``: the original's
-    probe applied to variant ``v``, every variant but the original.
+    probe applied to variant ``v``, every variant but the original. ``choice[v][li]``: the (C, rank)
+    of variant ``v``'s probe at layer ``li``, chosen by cross-validation inside its training facts
+    (transfer probes are the original's).
     """
 
     lens: dict[str, np.ndarray]
@@ -36,19 +40,23 @@ class DecodabilityFamily:
     transfer: dict[str, np.ndarray]
     held_out: bool
     note: str
+    choice: dict[str, list[ProbeChoice]]
 
 
 def decodability_family(rs: RunSet, lens: Lens, cands: CandidateSet, min_facts: int, folds: int,
                         seed: int) -> DecodabilityFamily:
     held_out = len(rs.train_rows) >= min_facts
-    note = ("(probes trained on train-split facts, scored on eval-split facts)" if held_out else
-            f"(only eval facts were captured, so probes are {folds}-fold cross-validated over them; capture "
-            f"with --split all for held-out training facts)")
+    note = ("(probes trained on train-split facts, scored on eval-split facts; C and rank chosen by "
+            "cross-validation within the train-split facts)" if held_out else
+            f"(only eval facts were captured, so probes are {folds}-fold cross-validated over them, C and rank "
+            f"chosen within each fold's training part; capture with --split all for held-out training facts)")
     cvec = lens.unembedding_rows(np.maximum(cands.ids, 0))
     ev, tr = rs.eval_rows, rs.train_rows
     shape = (len(ev), len(rs.layers))
     out = {kind: {v: np.zeros(shape, bool) for v in rs.variants} for kind in ("lens", "own")}
     out["transfer"] = {v: np.zeros(shape, bool) for v in rs.others}
+    choice: dict[str, list[ProbeChoice]] = {v: [] for v in rs.variants}
+    groups_tr, groups_ev = subject_labels(rs.probes, tr), subject_labels(rs.probes, ev)
     rows = np.arange(len(rs.probes))
     for li, layer in enumerate(track(rs.layers, "Decodability")):
         data = {v: ProbeData(candidate_features(lens.normed(rs.read(v, rs.hook("resid_post", layer), rows)), cvec),
@@ -60,9 +68,10 @@ def decodability_family(rs: RunSet, lens: Lens, cands: CandidateSet, min_facts: 
             targets = {f"own:{v}": ev_data[v]}
             if v == "original":
                 targets |= {f"transfer:{w}": ev_data[w] for w in rs.others}
-            got = (held_out_correct(data[v].subset(tr), targets, seed=seed) if held_out
-                   else cross_val_correct(ev_data[v], targets, folds, seed=seed))
-            for key, correct in got.items():
+            got = (held_out_correct(data[v].subset(tr), targets, groups=groups_tr, seed=seed) if held_out
+                   else cross_val_correct(ev_data[v], targets, folds, groups=groups_ev, seed=seed))
+            choice[v].append(got.choice)
+            for key, correct in got.correct.items():
                 kind, w = key.split(":")
                 out[kind][w][:, li] = correct
-    return DecodabilityFamily(out["lens"], out["own"], out["transfer"], held_out, note)
+    return DecodabilityFamily(out["lens"], out["own"], out["transfer"], held_out, note, choice)
