@@ -43,6 +43,7 @@ MAX_NAME = 128
 _TEMP = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")
 
 Warn = Callable[[str], None]
+_HELD: dict[str, int] = {}  # lock files this process holds → nesting depth
 
 
 def check_name(name: object, what: str = "name") -> str:
@@ -205,14 +206,26 @@ class Artifact:
         """Hold this artifact's write lock (``.NAME.lock`` with the writer's PID).
 
         A live writer's lock is one error naming its PID; a stale lock (its process is gone) is taken
-        over with a message. Temporary folders of dead writers are removed once the lock is held.
+        over with a message. Temporary folders of dead writers are removed once the lock is held. The
+        lock is re-entrant within the process: a stage holds it from its first check to the end, and
+        the writer it opens inside takes it again.
         """
+        key = str(self.lock_file)
+        if key in _HELD:
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = self._acquire()
+        _HELD[key] = 1
         try:
             self._remove_dead_temps()
             yield
         finally:
+            del _HELD[key]
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.lock_file)
             os.close(fd)

@@ -53,6 +53,7 @@ from probe.recover.spec import RecoverSpec
 from probe.recover.train import TrainResult, train
 from probe.runtime.spec import VariantSpec, compress_command, recovery_artifact, variant_artifact
 from probe.runtime.variant import LoadedVariant
+from probe.store import RecoveryArtifact
 
 
 def check_inputs(spec: RecoverSpec, model_spec: ModelSpec) -> dict:
@@ -111,6 +112,12 @@ def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_ev
     model_spec = ModelSpec(spec.model, device=device, dtype="float32")
     compressed_manifest = check_inputs(spec, model_spec)
     artifact = recovery_artifact(model_spec, spec.compression, spec.method)
+    with artifact.lock():  # from the reuse check to the rename: a second `probe recover` of it is refused at once
+        return _recover_locked(spec, model_spec, compressed_manifest, artifact, force, with_eval, rebuild_changed)
+
+
+def _recover_locked(spec: RecoverSpec, model_spec: ModelSpec, compressed_manifest: dict, artifact: RecoveryArtifact,
+                    force: bool, with_eval: bool, rebuild_changed: bool) -> Path:
     final = artifact.path
     content = spec_hash(spec.content())
     if not force and artifact.is_fresh(content, [variant_artifact(model_spec, spec.compression)]):

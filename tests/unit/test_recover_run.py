@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,6 +94,30 @@ def test_recovery_is_reused_until_its_compressed_variant_is_rebuilt(tiny_variant
     recover(fast("prompt", steps=2), with_eval=False)
     assert "The compressed variant of" in " ".join(capsys.readouterr().err.split())
     assert (first / "manifest.json").stat().st_mtime_ns > made
+
+
+LOCK_HOLDER = """
+import sys
+from probe.store import ArtifactStore
+with ArtifactStore(sys.argv[1]).recovery("tiny-llama", "fake3", "prompt").lock():
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_recovery_being_trained_elsewhere_is_refused_before_training(tiny_variant, capsys):
+    root = recovery_artifact(TINY, "fake3", "prompt").store.root
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(ProbeError, match=rf"is being written by process {holder.pid} "):
+            recover(fast("prompt", steps=2), with_eval=False)
+    finally:
+        holder.communicate("")
+    assert not re.search(r"step \d+/\d+", capsys.readouterr().err)  # refused at once, not after training
+    assert not recovery_artifact(TINY, "fake3", "prompt").path.exists()
 
 
 def test_missing_variant_names_compress_command(artifacts):
