@@ -218,6 +218,7 @@ class Artifact:
             finally:
                 _HELD[key] -= 1
             return
+        created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = self._acquire()
         _HELD[key] = 1
@@ -229,6 +230,9 @@ class Artifact:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.lock_file)
             os.close(fd)
+            for folder in created:  # a build that wrote nothing leaves no empty folders behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     def _acquire(self) -> int:
         for _ in range(10):
