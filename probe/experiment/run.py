@@ -18,7 +18,7 @@ from pathlib import Path
 
 from probe.artifacts import artifacts_root, read_manifest, spec_hash, write_json_atomic
 from probe.errors import ProbeError
-from probe.experiment.spec import ExperimentSpec
+from probe.experiment.spec import ExperimentSpec, check_inputs
 from probe.progress import console
 
 # seconds per stage kind when nothing was recorded yet (SmolLM2, 2 CPU cores)
@@ -196,9 +196,10 @@ def _fmt(seconds: float) -> str:
 
 
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
-    """Run (or reuse) every stage; record and return the stage times."""
+    """Run (or reuse) every stage, its input files checked first; record and return the stage times."""
     from probe.analysis.run import analysis_root
 
+    check_inputs(spec)
     _export_model_path(spec)
     stages = plan(spec)
     path = timings_path(spec)
