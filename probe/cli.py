@@ -171,7 +171,7 @@ def _compress_settings() -> dict[str, list[Option]]:
     from probe.config import ModelSpec
 
     return {"spec": options(CompressSpec),
-            "load": with_default(options(ModelSpec, only=("device", "dtype")), dtype=COMPRESS_DTYPE)}
+            "load": with_default(options(ModelSpec, only=("device", "dtype", "allow_pickle")), dtype=COMPRESS_DTYPE)}
 
 
 @stage("compress", _compress_settings)

@@ -88,7 +88,7 @@ def _compress_stage(spec: ExperimentSpec, method: str) -> str:
     cspec = spec.compress_spec(method)
     return _built_or_reused(variant_dir(spec.model_spec, cspec.label),
                             lambda: compress(cspec, device=spec.model_spec.device, evaluate=spec.compress_eval,
-                                             rebuild_changed=True))
+                                             allow_pickle=spec.model_spec.allow_pickle, rebuild_changed=True))
 
 
 def _recover_stage(spec: ExperimentSpec, method: str) -> str:
