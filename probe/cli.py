@@ -145,14 +145,19 @@ def _eval_settings() -> dict[str, list[Option]]:
 def eval_cmd(values: Values,
              as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False) -> None:
     """Knowledge accuracy of a model variant on knowledge probes, per relation."""
-    from probe.evaluation.run import EvalSpec, run_eval  # lazily, for start-up time (imports torch)
+    from probe.evaluation.run import EvalSpec, run_eval, save_result  # lazily, for start-up time (imports torch)
     from probe.evaluation.table import eval_table  # lazily, for start-up time
 
-    result = run_eval(build(EvalSpec, values["spec"]))
+    spec = build(EvalSpec, values["spec"])
+    result = run_eval(spec, save=False)
     if as_json:
         sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "facts"}) + "\n")
+        sys.stdout.flush()
     else:
         out.print(eval_table(result))
+    path = save_result(result, spec)  # after printing: a failed save (read-only folder) keeps the scores shown
+    if not as_json:
+        out.print(f"saved: {path}")
 
 
 # ---- probe compress ------------------------------------------------------------------------------
@@ -166,7 +171,7 @@ def _compress_settings() -> dict[str, list[Option]]:
     from probe.compress.spec import CompressSpec  # lazily, for start-up time (imports torch)
 
     return {"spec": options(CompressSpec),
-            "load": with_default(options(ModelSpec, only=("device", "dtype")), dtype=COMPRESS_DTYPE)}
+            "load": with_default(options(ModelSpec, only=("device", "dtype", "allow_pickle")), dtype=COMPRESS_DTYPE)}
 
 
 @stage("compress", _compress_settings)

@@ -30,6 +30,8 @@ class ModelSpec:
                                      default_text="one device")
     attn_implementation: str = setting("eager", "Attention kernel (eager returns attention maps)",
                                        choices=ATTN_IMPLEMENTATIONS)
+    allow_pickle: bool = setting(False, "Also load pickle weights (.bin, .pt) from a model folder; pickle can run "
+                                        "code, so only for files you trust (safetensors only otherwise)")
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -7,7 +7,7 @@ from dataclasses import MISSING, dataclass
 from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
 from probe.settings import like, setting
-from probe.store import model_key
+from probe.store import check_name, model_key
 
 VARIANT_ORDER = ("original", "compressed", "prompt", "prefix", "idp", "lora")
 
@@ -49,8 +49,11 @@ class AnalyzeSpec:
             raise ProbeError(f"--min-facts must be at least 2, got {self.min_facts}")
         if self.folds < 2:
             raise ProbeError(f"--folds must be at least 2, got {self.folds}")
-        if self.name is not None and (not self.name.strip() or "/" in self.name or self.name.startswith(".")):
-            raise ProbeError(f"bad --name {self.name!r}: give a plain folder name")
+        if self.name is not None:
+            check_name(self.name, "--name")
+        check_name(self.compression, "--compression")
+        for run in self.runs:
+            check_name(run, "--runs entry")
 
     @property
     def folder_name(self) -> str:

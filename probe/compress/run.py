@@ -35,7 +35,7 @@ from probe.config import ModelSpec
 from probe.corpus import filter_probe_leaks, general_corpus, load_text, refuse_probe_leaks
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
-from probe.models.load import LoadedModel, load_model, preflight
+from probe.models.load import LoadedModel, check_weight_format, load_model, preflight
 from probe.models.registry import REGISTRY
 from probe.progress import console, status
 from probe.store import ArtifactStore, model_key
@@ -98,7 +98,7 @@ def _apply(spec: CompressSpec, loaded: LoadedModel, texts: list[str]) -> tuple[t
     return plain, stats
 
 
-def _load_compressed_tensors(path: Path) -> torch.nn.Module:
+def _load_compressed_tensors(path: Path, allow_pickle: bool = False) -> torch.nn.Module:
     """Decompress a compressed-tensors checkpoint folder (llmcompressor/vLLM) to a dense model."""
     cfg = path / "config.json"
     if not cfg.is_file():
@@ -107,8 +107,10 @@ def _load_compressed_tensors(path: Path) -> torch.nn.Module:
     if qcfg.get("quant_method") != "compressed-tensors":
         raise ProbeError(f"--from {path} is not a compressed-tensors checkpoint (config.json has no "
                          f"quantization_config with quant_method compressed-tensors): give one saved by llmcompressor")
+    check_weight_format(path, allow_pickle)
     with status(f"Decompressing {path.name}"):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                     use_safetensors=None if allow_pickle else True,
                                                      quantization_config=CompressedTensorsConfig(run_compressed=False))
         bake = bake_quantized(model)
     return plain_copy(model), {"oneshot_s": 0.0, "bake_s": 0.0, "bake": {"n_quantized": bake.n_quantized,
@@ -116,8 +118,8 @@ def _load_compressed_tensors(path: Path) -> torch.nn.Module:
                                "quantization_config": qcfg}
 
 
-def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32", force: bool = False,
-             evaluate: bool = True, rebuild_changed: bool = False) -> Path:
+def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32", allow_pickle: bool = False,
+             force: bool = False, evaluate: bool = True, rebuild_changed: bool = False) -> Path:
     """Build (or reuse) the variant described by ``spec``; returns its folder.
 
     ``evaluate=False`` skips perplexity and knowledge accuracy in the report (per-layer errors stay).
@@ -125,7 +127,7 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
     (experiment files: the file is the source of truth).
     """
     start = time.perf_counter()
-    model_spec = ModelSpec(spec.model, device=device, dtype=dtype)
+    model_spec = ModelSpec(spec.model, device=device, dtype=dtype, allow_pickle=allow_pickle)
     preflight(model_spec)
     if spec.calibration:
         load_text(spec.calibration)  # fail fast on a missing/empty file, before loading anything
@@ -162,7 +164,7 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
         reference = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
         with variant.writer(overwrite=force) as tmp:
             if spec.from_path:
-                plain, stats = _load_compressed_tensors(Path(spec.from_path))
+                plain, stats = _load_compressed_tensors(Path(spec.from_path), allow_pickle)
             else:
                 plain, stats = _apply(spec, reference, texts)
             names = list(layers)

@@ -60,8 +60,10 @@ def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded:
         "variant": spec.variant.variant,
         "compression": spec.variant.compression,
         "probes": probes.name,
+        "probe_source": probe_source(spec),
         "probe_hash": probes.content_hash(),
         "split": spec.split,
+        "relations": list(spec.relations),
         "template": spec.template,
         "n_facts": n,
         "n_relations": len(by_rel),
@@ -86,9 +88,24 @@ def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded:
 
 
 def result_artifact(result: dict) -> EvalArtifact:
-    """The store handle of an eval result (from its model, variant, compression, probes and template)."""
-    return ArtifactStore.default().eval(result["model"], result["variant"], result["compression"], result["probes"],
-                                        result["template"])
+    """The store handle of an eval result (from its model, variant, compression, probes label and template)."""
+    return ArtifactStore.default().eval(result["model"], result["variant"], result["compression"],
+                                        probes_label(result), result["template"])
+
+
+def probes_label(result: dict) -> str:
+    """The probe part of a result's file name: the probe set's name (``name:split``) and, unless it is the whole
+    built-in set, a short hash of the probe file's resolved path and the relations, so that results of another
+    file of the same name or of a subset of relations never replace each other (the template is named apart)."""
+    source, relations = result.get("probe_source", "builtin"), sorted(result.get("relations") or ())
+    if source == "builtin" and not relations:
+        return result["probes"]
+    return f"{result['probes']}-{spec_hash({'source': source, 'relations': relations}, 8)}"
+
+
+def probe_source(spec: EvalSpec) -> str:
+    """``builtin`` or the probe file's resolved path (what tells two files of the same name apart)."""
+    return spec.probes if spec.probes == "builtin" else str(Path(spec.probes).expanduser().resolve())
 
 
 def probe_set_name(spec: EvalSpec) -> str:
@@ -101,7 +118,8 @@ def saved_result(spec: EvalSpec, parents: dict[str, str]) -> dict | None:
     """A saved result of the same spec over the same parent artifacts, if there is one."""
     v = spec.variant
     artifact = result_artifact({"model": model_key(v.model), "variant": v.variant, "compression": v.compression,
-                                "probes": probe_set_name(spec), "template": spec.template})
+                                "probes": probe_set_name(spec), "probe_source": probe_source(spec),
+                                "relations": spec.relations, "template": spec.template})
     try:
         saved = artifact.read()
     except ProbeError as exc:  # a damaged saved result is recomputed (and overwritten)
@@ -113,8 +131,9 @@ def saved_result(spec: EvalSpec, parents: dict[str, str]) -> dict | None:
     return saved if ok else None
 
 
-def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None, reuse: bool = False) -> dict:
-    """Score the variant on the selected probes; save and return the result dict.
+def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None, reuse: bool = False, save: bool = True) -> dict:
+    """Score the variant on the selected probes; save (unless ``save=False``: :func:`save_result` later) and
+    return the result dict.
 
     With ``reuse`` and ``loaded`` given, a saved result of the same spec and parents is returned instead.
     """
@@ -132,5 +151,13 @@ def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None, reuse: bool = 
     if spec.perplexity:
         ppl = perplexity(base.tokenizer, loaded.logits_fn, heldout_text(), device=base.device)
     result = summarise(scores, spec, probes, loaded, ppl)
-    result_artifact(result).write({**result, "manifest": build_manifest("eval", spec)})
+    if save:
+        save_result(result, spec)
     return result
+
+
+def save_result(result: dict, spec: EvalSpec) -> Path:
+    """Write the result of ``spec`` with its manifest (under the result's lock); returns where."""
+    artifact = result_artifact(result)
+    artifact.write({**result, "manifest": build_manifest("eval", spec)})
+    return artifact.path

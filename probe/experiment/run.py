@@ -25,7 +25,7 @@ from probe.capture.run import capture, capture_artifact
 from probe.compress import compress
 from probe.costs import measure_costs
 from probe.errors import ProbeError
-from probe.experiment.spec import ExperimentSpec
+from probe.experiment.spec import ExperimentSpec, check_inputs
 from probe.models.load import load_model, preflight
 from probe.models.registry import REGISTRY
 from probe.progress import console
@@ -93,7 +93,7 @@ def _compress_stage(spec: ExperimentSpec, method: str) -> str:
     cspec = spec.compress_spec(method)
     return _built_or_reused(variant_artifact(spec.model_spec, cspec.label),
                             lambda: compress(cspec, device=spec.model_spec.device, evaluate=spec.compress_eval,
-                                             rebuild_changed=True))
+                                             allow_pickle=spec.model_spec.allow_pickle, rebuild_changed=True))
 
 
 def _recover_stage(spec: ExperimentSpec, method: str) -> str:
@@ -173,7 +173,8 @@ def _fmt(seconds: float) -> str:
 
 
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
-    """Run (or reuse) every stage; record and return the stage times."""
+    """Run (or reuse) every stage, its input files checked first; record and return the stage times."""
+    check_inputs(spec)
     _export_model_path(spec)
     stages = plan(spec)
     path = timings_path(spec)

@@ -27,9 +27,11 @@ from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.costs import CostSpec
 from probe.errors import ProbeError
 from probe.experiment.dashboard import DashboardSpec
+from probe.knowledge.loaders import load_probes
 from probe.recover.spec import METHODS, RecoverSpec
 from probe.runtime.spec import VariantSpec
 from probe.settings import Option, build, closest, options, setting
+from probe.store import check_name
 
 # table → the stage spec whose settings it holds
 STAGES: dict[str, type] = {"model": ModelSpec, "compress": CompressSpec, "recover": RecoverSpec,
@@ -88,6 +90,7 @@ class ExperimentSpec:
     dashboard: DashboardSpec = field(default_factory=DashboardSpec)
 
     def __post_init__(self) -> None:
+        check_name(self.name, "experiment name (the top-level `name`, else the file's name)")
         for table in ("compress", "recover", "capture", "costs", "analyze"):
             given = {**EXPERIMENT_DEFAULTS.get(table, {}), **getattr(self, table)}
             object.__setattr__(self, table, MappingProxyType(given))
@@ -212,6 +215,31 @@ def _check_stages(spec: ExperimentSpec) -> None:
             check()
         except ProbeError as exc:
             raise ProbeError(f"[{table}] {exc}") from None
+
+
+def check_inputs(spec: ExperimentSpec) -> None:
+    """Every file the stages will read exists (and the probe file parses): run before the first stage, so a typo
+    fails now, not after hours of compression and recovery. Apart from :func:`load_experiment` so that an
+    experiment file for another machine (``experiments/llama7b.toml``) still loads and plans anywhere.
+
+    Relative paths are relative to the folder `probe run` runs in, as the stages read them.
+    """
+    here = f"relative paths start in {Path.cwd()}"
+    folders = {"[model] path": spec.model_spec.model_path, "[compress] from_path": spec.compress.get("from_path")}
+    for where, folder in folders.items():
+        if folder is not None and not Path(folder).expanduser().is_dir():
+            raise ProbeError(f"{where} = {folder!r} is not a folder ({here}): give the folder that holds the model")
+    files = {"[compress] calibration": (spec.compress.get("calibration"), "a .txt or .jsonl calibration text"),
+             "[recover] train_text": (spec.recover.get("train_text"), "a .txt or .jsonl corpus file")}
+    for where, (file, kind) in files.items():
+        if file is not None and not Path(file).expanduser().is_file():
+            raise ProbeError(f"{where} = {file!r} does not exist ({here}): give {kind}, or drop the key")
+    probes = spec.capture.get("probes", "builtin")
+    if probes != "builtin":
+        try:
+            load_probes(probes)  # a missing or malformed probe file fails now, not at the capture stage
+        except ProbeError as exc:
+            raise ProbeError(f"[capture] probes = {probes!r}: {exc} ({here})") from None
 
 
 def documented_keys(text: str) -> set[tuple[str, str]]:

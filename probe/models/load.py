@@ -109,6 +109,20 @@ def folder_hash(path: Path) -> str:
     return spec_hash({"config": json.loads((path / "config.json").read_text()), "files": items})
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weight_format(path: Path, allow_pickle: bool) -> None:
+    """Refuse a folder whose weights exist only as pickle files unless ``allow_pickle`` (pickle can run code)."""
+    if allow_pickle or any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        shown = ", ".join(pickles[:3]) + (", …" if len(pickles) > 3 else "")
+        raise ProbeError(f"{path} has only pickle weights ({shown}): convert them to safetensors or pass "
+                         f"--allow-pickle if you trust the file")
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec.name`` (registry name or local HF folder) according to ``spec``."""
     device = resolve_device(spec.device)
@@ -119,7 +133,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model = model.to(device=device, dtype=dtype)
         return LoadedModel(model, tok, entry.name, model.config.architectures[0], entry.source, None,
                            spec_hash({entry.name: model.config.to_dict()}))
-    kwargs: dict = {"dtype": dtype, "attn_implementation": spec.attn_implementation}
+    check_weight_format(path, spec.allow_pickle)
+    kwargs: dict = {"dtype": dtype, "attn_implementation": spec.attn_implementation,
+                    "use_safetensors": None if spec.allow_pickle else True}  # True: never unpickle a .bin it also holds
     if spec.device_map:
         if device.type != "cuda":
             raise ProbeError("--device-map needs CUDA GPUs: drop it, or use --device cuda")
@@ -141,7 +157,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 def preflight(spec: ModelSpec) -> None:
     """Fail fast, before any heavy work, when the device or the weights are not there."""
     resolve_device(spec.device)
-    _locate(spec, convert=False)
+    _, path = _locate(spec, convert=False)
+    if path is not None and path.is_dir():
+        check_weight_format(path, spec.allow_pickle)
 
 
 def _locate(spec: ModelSpec, convert: bool = True) -> tuple[ModelEntry | None, Path | None]:

@@ -27,6 +27,7 @@ from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
 from probe.runtime.idp_options import IDPOptions
 from probe.settings import like, setting
+from probe.store import check_name
 
 METHODS: tuple[str, ...] = ("prompt", "prefix", "lora", "idp")
 OBJECTIVES = ("kl", "lm")
@@ -89,6 +90,7 @@ class RecoverSpec:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ProbeError(f"unknown recovery method {self.method!r}: use one of {', '.join(METHODS)}")
+        check_name(self.compression, "--compression")
         preset = FAST if self.fast else DEFAULTS
         if self.method == "idp" and self.n_tokens is None:
             object.__setattr__(self, "n_tokens", max(1, preset["n_tokens"] // max(1, self.idp_m or 1)))

@@ -13,6 +13,7 @@ from probe import store
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.settings import setting
+from probe.store import check_name
 
 RECOVERY_VARIANTS = ("prompt", "prefix", "lora", "idp")  # trained by `probe recover --method`
 VARIANTS = ("original", "compressed", *RECOVERY_VARIANTS)
@@ -30,8 +31,14 @@ class VariantSpec:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ProbeError(f"unknown variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
-        if self.variant != "original" and not self.compression:
+        if self.variant == "original":
+            if self.compression is not None:
+                raise ProbeError(f"--compression {self.compression} does not apply to --variant original (the "
+                                 f"uncompressed model): drop it, or pass --variant compressed")
+        elif not self.compression:
             raise ProbeError(f"variant {self.variant!r} needs --compression PRESET (e.g. gptq3)")
+        else:
+            check_name(self.compression, "--compression")
 
     @property
     def label(self) -> str:
