@@ -435,21 +435,33 @@ OTHER_CASES: dict[str, tuple[str, str]] = {
 }
 
 # Issue 19 cases this branch does not test: the capture store's own work (another branch), expected behaviour.
-ELSEWHERE: list[tuple[str, str, str]] = [
-    ("kill a capture, edit the probe file, rerun", "resumed by path: rows from two files, marked complete",
+ELSEWHERE: list[tuple[str, str, str, str]] = [  # (case, test in another module, before, after)
+    ("kill a capture, edit the probe file, rerun",
+     "test_capture_store.py::test_kill_edit_rerun_restarts_and_equals_a_fresh_run_of_the_edited_file",
+     "resumed by path: rows from two files, marked complete",
      "resume compares probe hash, token width and spec hash; a mismatch restarts with a message; the store "
      "equals a fresh run of the new file"),
-    ("two captures with the same run name", "the loser crashed with a KeyError traceback",
-     "the second is one line naming the first's PID (capture run lock)"),
-    ("`probe runs` with a truncated capture manifest", "JSONDecodeError traceback (probe/capture/store.py list_runs "
-     "reads manifests itself)", "exit 0, the other runs listed, one warning naming the damaged run"),
-    ("`probe capture --force` over a truncated capture manifest", "traceback: the run could not be overwritten",
-     "overwritten"),
-    ("`probe analyze` with a damaged capture of another run", "traceback", "the damaged run skipped with a warning"),
-    ("truncated model.safetensors in a variant", "SafetensorError traceback",
+    ("two captures with the same run name",
+     "test_capture_store.py::test_a_second_capture_of_the_same_run_is_one_error_naming_the_first_ones_pid",
+     "the loser crashed with a KeyError traceback", "the second is one line naming the first's PID (run lock)"),
+    ("two recoveries of the same method",
+     "test_recover_run.py::test_a_recovery_being_trained_elsewhere_is_refused_before_training",
+     "both trained; the second failed or overwrote at save time", "the second is refused before it trains"),
+    ("`probe runs` / `probe capture --force` with a truncated capture manifest",
+     "test_capture_store.py::test_a_truncated_manifest_is_skipped_by_probe_runs_and_force_overwrites_it",
+     "JSONDecodeError traceback; the run could not be overwritten",
+     "the damaged run skipped with one warning; --force overwrites it"),
+    ("a corrupt zarr chunk", "test_capture_store.py::test_a_corrupt_chunk_is_the_damaged_error_when_read",
+     "traceback", "one line: the capture is damaged, rebuild it with its command"),
+    ("`probe analyze` with a damaged capture of another run",
+     "test_analysis_run.py::test_a_damaged_capture_of_another_run_is_skipped_with_a_warning", "traceback",
+     "the damaged run skipped with a warning"),
+    ("truncated model.safetensors in a variant",
+     "test_store.py::test_a_truncated_weights_file_is_damaged_before_loading", "SafetensorError traceback",
      "one line: `… is damaged (model.safetensors is truncated …): rebuild it with probe compress … --force`"),
-    ("`.NAME.tmp-PID` left by a killed eval/capture", "never removed",
-     "removed on the next write of that artifact (store writers in every stage)"),
+    ("`.NAME.tmp-PID` left by a killed capture",
+     "test_capture_store.py::test_a_killed_runs_temporary_folder_is_removed_by_the_next_capture", "never removed",
+     "removed on the next write of that artifact"),
 ]
 
 
@@ -469,10 +481,10 @@ def fault_table() -> str:
         text += row(f.id, f"`test_a_refused_input_is_one_line_exit_2_and_writes_nothing[{f.id}]`", f.before, f.after)
     for name, (before, after) in OTHER_CASES.items():
         text += row(name.removeprefix("test_").replace("_", " "), f"`{name}`", before, after)
-    text += ("\n## Cases left to the capture-store branch\n\nNot tested here; the behaviour expected.\n\n"
-             "| case | before | expected |\n|---|---|---|\n")
-    for case, before, expected in ELSEWHERE:
-        text += row(case, before, expected)
+    text += ("\n## Cases tested in other modules\n\n"
+             "| case | test | before | after |\n|---|---|---|---|\n")
+    for case, test, before, after in ELSEWHERE:
+        text += row(case, f"`tests/unit/{test}`", before, after)
     return text
 
 
@@ -480,6 +492,9 @@ def test_every_table_row_is_a_test_of_this_module():
     module = sys.modules[__name__]
     assert all(callable(getattr(module, name, None)) for name in OTHER_CASES)
     assert len({f.id for f in FAULTS}) == len(FAULTS)
+    for _, test, _, _ in ELSEWHERE:  # the cases tested in other modules name tests that exist
+        file, name = test.split("::")
+        assert f"def {name}(" in (Path(__file__).parent / file).read_text(), test
 
 
 def test_the_fault_table_in_docs_is_current():
