@@ -190,7 +190,7 @@ def compress_cmd(values: Values,
 def _recover_settings() -> dict[str, list[Option]]:
     from probe.recover.spec import RecoverSpec  # lazily, for start-up time
 
-    return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device",))}
+    return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device", "allow_pickle"))}
 
 
 @stage("recover", _recover_settings)
@@ -219,7 +219,7 @@ def recover_cmd(values: Values,
 def _costs_settings() -> dict[str, list[Option]]:
     from probe.costs import CostSpec  # lazily, for start-up time (imports torch)
 
-    return {"spec": options(CostSpec)}
+    return {"spec": options(CostSpec), "load": options(ModelSpec, only=("allow_pickle",))}
 
 
 @stage("costs", _costs_settings)
@@ -227,7 +227,7 @@ def costs_cmd(values: Values) -> None:
     """Extra parameters, KV positions, latency and memory of every built variant, side by side."""
     from probe.costs import CostSpec, cost_table, measure_costs  # lazily, for start-up time (imports torch)
 
-    result = measure_costs(build(CostSpec, values["spec"]))
+    result = measure_costs(build(CostSpec, values["spec"]), **values["load"])
     out.print(cost_table(result))
     out.print(f"saved: {result['path']}")
 
@@ -267,7 +267,7 @@ def runs_cmd() -> None:
 def _analyze_settings() -> dict[str, list[Option]]:
     from probe.analysis.spec import AnalyzeSpec  # lazily, for start-up time
 
-    return {"spec": options(AnalyzeSpec)}
+    return {"spec": options(AnalyzeSpec), "load": options(ModelSpec, only=("allow_pickle",))}
 
 
 @stage("analyze", _analyze_settings)
@@ -276,7 +276,7 @@ def analyze_cmd(values: Values) -> None:
     from probe.analysis.run import analyze  # lazily, for start-up time (imports torch)
     from probe.analysis.spec import AnalyzeSpec  # lazily, for start-up time
 
-    result = analyze(build(AnalyzeSpec, values["spec"]))
+    result = analyze(build(AnalyzeSpec, values["spec"]), **values["load"])
     table = Table(title=f"Analysis {result.path.name} (95% bootstrap intervals over eval facts)")
     columns = ("variant", "top1", "regained_lost", "mean_cka", "best_decodability")
     for col in columns:

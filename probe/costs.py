@@ -127,9 +127,9 @@ def weight_bytes(loaded: LoadedVariant, extra_parameters: int) -> int:
     return dense + extra_parameters * next(iter(params.values())).element_size()
 
 
-def measure_costs(spec: CostSpec) -> dict:
+def measure_costs(spec: CostSpec, allow_pickle: bool = False) -> dict:
     """Load every built variant, time them round-robin, save and return the table as a dict."""
-    model = ModelSpec(spec.model, device=spec.device, dtype="float32")
+    model = ModelSpec(spec.model, device=spec.device, dtype="float32", allow_pickle=allow_pickle)
     names = built_variants(model, spec.compression)
     loaded = {n: load_variant(VariantSpec(model, n, None if n == "original" else spec.compression)) for n in names}
     first = next(iter(loaded.values())).base

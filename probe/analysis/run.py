@@ -51,7 +51,7 @@ class AnalysisResult:
     verdict: str
 
 
-def analyze(spec: AnalyzeSpec) -> AnalysisResult:
+def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
     """Run the analysis and write the store's analysis ``spec.folder_name``."""
     artifact = ArtifactStore.default().analysis(spec.folder_name)
     final = artifact.path
@@ -60,7 +60,7 @@ def analyze(spec: AnalyzeSpec) -> AnalysisResult:
     t0 = time.perf_counter()
     rs = check_runs(find_runs(spec))
     bs.check_enough(len(rs.eval_rows), spec.min_facts, "the eval split")
-    base = load_model(ModelSpec(spec.model, model_path=spec.model_path, dtype="float32"))
+    base = load_model(ModelSpec(spec.model, model_path=spec.model_path, dtype="float32", allow_pickle=allow_pickle))
     model_hash = rs.runs["original"].manifest.get("parents", {}).get("model")
     if model_hash and model_hash != base.model_hash:
         raise ProbeError(f"the original capture was made from other weights ({model_hash}) than {spec.model} "

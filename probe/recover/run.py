@@ -104,12 +104,12 @@ def summarise_eval(results: dict[str, dict]) -> dict:
 
 
 def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_eval: bool = True,
-            rebuild_changed: bool = False) -> Path:
+            rebuild_changed: bool = False, allow_pickle: bool = False) -> Path:
     """Train ``spec.method`` on the compressed variant, save it atomically; returns the folder.
 
     A finished recovery made with other settings is an error, or retrained with ``rebuild_changed``.
     """
-    model_spec = ModelSpec(spec.model, device=device, dtype="float32")
+    model_spec = ModelSpec(spec.model, device=device, dtype="float32", allow_pickle=allow_pickle)
     compressed_manifest = check_inputs(spec, model_spec)
     artifact = recovery_artifact(model_spec, spec.compression, spec.method)
     with artifact.lock():  # from the reuse check to the rename: a second `probe recover` of it is refused at once

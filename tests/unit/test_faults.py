@@ -504,3 +504,9 @@ def test_the_fault_table_in_docs_is_current():
 
 if __name__ == "__main__":
     sys.stdout.write(fault_table())
+
+
+@pytest.mark.parametrize("command", ["eval", "compress", "recover", "costs", "capture", "analyze"])
+def test_every_command_that_loads_the_model_takes_allow_pickle(command):
+    res = run_cli(command, "--help")
+    assert res.code == 0 and "--allow-pickle" in res.stdout
