@@ -64,6 +64,7 @@ def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded:
         "probe_hash": probes.content_hash(),
         "split": spec.split,
         "relations": list(spec.relations),
+        "with_perplexity": spec.perplexity,
         "template": spec.template,
         "n_facts": n,
         "n_relations": len(by_rel),
@@ -96,11 +97,13 @@ def result_artifact(result: dict) -> EvalArtifact:
 def probes_label(result: dict) -> str:
     """The probe part of a result's file name: the probe set's name (``name:split``) and, unless it is the whole
     built-in set, a short hash of the probe file's resolved path and the relations, so that results of another
-    file of the same name or of a subset of relations never replace each other (the template is named apart)."""
+    file of the same name or of a subset of relations never replace each other; "-ppl" when perplexity was
+    measured, so a run without it never replaces one with it (the template is named apart)."""
     source, relations = result.get("probe_source", "builtin"), sorted(result.get("relations") or ())
-    if source == "builtin" and not relations:
-        return result["probes"]
-    return f"{result['probes']}-{spec_hash({'source': source, 'relations': relations}, 8)}"
+    label = result["probes"]
+    if source != "builtin" or relations:
+        label += f"-{spec_hash({'source': source, 'relations': relations}, 8)}"
+    return label + ("-ppl" if result.get("with_perplexity") else "")  # a run without it keeps the measured one
 
 
 def probe_source(spec: EvalSpec) -> str:
@@ -119,7 +122,8 @@ def saved_result(spec: EvalSpec, parents: dict[str, str]) -> dict | None:
     v = spec.variant
     artifact = result_artifact({"model": model_key(v.model), "variant": v.variant, "compression": v.compression,
                                 "probes": probe_set_name(spec), "probe_source": probe_source(spec),
-                                "relations": spec.relations, "template": spec.template})
+                                "relations": spec.relations, "with_perplexity": spec.perplexity,
+                                "template": spec.template})
     try:
         saved = artifact.read()
     except ProbeError as exc:  # a damaged saved result is recomputed (and overwritten)

@@ -359,7 +359,7 @@ def test_eval_results_of_other_relations_or_another_file_of_the_same_name_never_
         write(tmp_path / folder / "facts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     runs = [("--probes", "builtin"), ("--probes", "builtin", "--relations", "capital"),
             ("--probes", "one/facts.jsonl"), ("--probes", "two/facts.jsonl"),
-            ("--probes", "one/facts.jsonl", "--relations", "capital")]
+            ("--probes", "one/facts.jsonl", "--relations", "capital"), ("--probes", "builtin", "--perplexity")]
     results = []
     for extra in runs:
         res = run_cli("eval", *TINY, *extra, "--json")
