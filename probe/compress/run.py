@@ -38,7 +38,7 @@ from probe.knowledge.loaders import load_probes
 from probe.models.load import LoadedModel, check_weight_format, load_model, preflight
 from probe.models.registry import REGISTRY
 from probe.progress import console, status
-from probe.store import ArtifactStore, model_key
+from probe.store import ArtifactStore, VariantArtifact, model_key
 
 
 def _peak_rss_mb() -> float:
@@ -139,62 +139,69 @@ def compress(spec: CompressSpec, *, device: str = "cpu", dtype: str = "float32",
     spec = check_against_model(spec, loaded.model, entry.group_size if entry else 128)
     variant = ArtifactStore.default().variant(model_key(spec.model), spec.label)
     with variant.lock():  # from the reuse check to the rename: a second `probe compress` of it is refused at once
-        final = variant.path
-        stored_model = ArtifactStore.default().model(model_key(spec.model))  # absent for random or local models
-        parents = [stored_model] if stored_model.manifest() is not None else []
-        if not force and variant.is_fresh(spec_hash(spec), parents):
-            console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
-            return final
-        existing = None if force else variant.manifest()  # --force overwrites even a damaged variant
-        if existing is not None:
-            if existing.get("spec_hash") != spec_hash(spec) and not rebuild_changed:
-                raise ProbeError(f"variant {final} exists with other settings (e.g. calibration): pass --force to "
-                                 f"rebuild it, or change a method setting to get a new folder")
-            why = "settings" if existing.get("spec_hash") != spec_hash(spec) else "base model"
-            console.print(f"The {why} of {final} changed: rebuilding it")
-            force = True
-        layers = target_linears(loaded.model, spec)
-        original = {n: m.weight.detach().clone() for n, m in layers.items()}
-        # an imported checkpoint needs no calibration (and then gets no per-layer reconstruction error)
-        texts, calib = calibration_texts(spec, loaded) if not spec.from_path else ([], {"source": None})
-        ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.seq_len).input_ids.to(
-            loaded.device) for t in texts]
-        grams = gram_matrices(loaded.model, layers, ids) if texts else {}
-        load_s = time.perf_counter() - start
-        reference = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
-        with variant.writer(overwrite=force) as tmp:
-            if spec.from_path:
-                plain, stats = _load_compressed_tensors(Path(spec.from_path), allow_pickle)
-            else:
-                plain, stats = _apply(spec, reference, texts)
-            names = list(layers)
-            report = {
-                "label": spec.label,
-                "sparsity": overall_sparsity(plain, names),
-                "effective_bits": spec.effective_bits(),
-                "layer_sparsity": layer_sparsity(plain, names),
-                "reconstruction_error": {} if spec.quantizer == "awq" or not grams
-                else reconstruction_errors(original, plain, grams),
-            }
-            if evaluate:
-                report["knowledge"] = knowledge_and_perplexity(loaded, plain, spec.label)
-            t = time.perf_counter()
-            with status(f"Saving {final}"):
-                plain.save_pretrained(tmp)
-                loaded.tokenizer.save_pretrained(tmp)
-            save_s = time.perf_counter() - t
-            write_json_atomic(tmp / "report.json", report)
-            manifest = build_manifest(
-                "variant", spec, {"model": loaded.model_hash}, label=spec.label, method=spec.method,
-                calibration=calib, achieved_sparsity=report["sparsity"], effective_bits=spec.effective_bits(),
-                wall_time_s=time.perf_counter() - start, peak_memory_mb=_peak_rss_mb(),
-                timings={"load_calibrate_s": load_s, "oneshot_s": stats["oneshot_s"], "bake_s": stats["bake_s"],
-                         "save_s": save_s}, bake=stats["bake"], source=stats.get("quantization_config"),
-            )
-            write_json_atomic(tmp / MANIFEST, manifest)
-        console.print(report_table(report))
-        console.print(f"Saved {final}")
+        return _compress_locked(spec, variant, loaded, start, force=force, evaluate=evaluate,
+                                rebuild_changed=rebuild_changed, allow_pickle=allow_pickle)
+
+
+def _compress_locked(spec: CompressSpec, variant: VariantArtifact, loaded: LoadedModel, start: float, *, force: bool,
+                     evaluate: bool, rebuild_changed: bool, allow_pickle: bool) -> Path:
+    """Reuse the variant while fresh, else calibrate, compress, report and save it (holding its lock)."""
+    final = variant.path
+    stored_model = ArtifactStore.default().model(model_key(spec.model))  # absent for random or local models
+    parents = [stored_model] if stored_model.manifest() is not None else []
+    if not force and variant.is_fresh(spec_hash(spec), parents):
+        console.print(f"Reusing the finished variant {final} (pass --force to rebuild)")
         return final
+    existing = None if force else variant.manifest()  # --force overwrites even a damaged variant
+    if existing is not None:
+        if existing.get("spec_hash") != spec_hash(spec) and not rebuild_changed:
+            raise ProbeError(f"variant {final} exists with other settings (e.g. calibration): pass --force to "
+                             f"rebuild it, or change a method setting to get a new folder")
+        why = "settings" if existing.get("spec_hash") != spec_hash(spec) else "base model"
+        console.print(f"The {why} of {final} changed: rebuilding it")
+        force = True
+    layers = target_linears(loaded.model, spec)
+    original = {n: m.weight.detach().clone() for n, m in layers.items()}
+    # an imported checkpoint needs no calibration (and then gets no per-layer reconstruction error)
+    texts, calib = calibration_texts(spec, loaded) if not spec.from_path else ([], {"source": None})
+    ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.seq_len).input_ids.to(
+        loaded.device) for t in texts]
+    grams = gram_matrices(loaded.model, layers, ids) if texts else {}
+    load_s = time.perf_counter() - start
+    reference = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
+    with variant.writer(overwrite=force) as tmp:
+        if spec.from_path:
+            plain, stats = _load_compressed_tensors(Path(spec.from_path), allow_pickle)
+        else:
+            plain, stats = _apply(spec, reference, texts)
+        names = list(layers)
+        report = {
+            "label": spec.label,
+            "sparsity": overall_sparsity(plain, names),
+            "effective_bits": spec.effective_bits(),
+            "layer_sparsity": layer_sparsity(plain, names),
+            "reconstruction_error": {} if spec.quantizer == "awq" or not grams
+            else reconstruction_errors(original, plain, grams),
+        }
+        if evaluate:
+            report["knowledge"] = knowledge_and_perplexity(loaded, plain, spec.label)
+        t = time.perf_counter()
+        with status(f"Saving {final}"):
+            plain.save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
+        save_s = time.perf_counter() - t
+        write_json_atomic(tmp / "report.json", report)
+        manifest = build_manifest(
+            "variant", spec, {"model": loaded.model_hash}, label=spec.label, method=spec.method,
+            calibration=calib, achieved_sparsity=report["sparsity"], effective_bits=spec.effective_bits(),
+            wall_time_s=time.perf_counter() - start, peak_memory_mb=_peak_rss_mb(),
+            timings={"load_calibrate_s": load_s, "oneshot_s": stats["oneshot_s"], "bake_s": stats["bake_s"],
+                     "save_s": save_s}, bake=stats["bake"], source=stats.get("quantization_config"),
+        )
+        write_json_atomic(tmp / MANIFEST, manifest)
+    console.print(report_table(report))
+    console.print(f"Saved {final}")
+    return final
 
 
 def _clone(loaded: LoadedModel) -> torch.nn.Module:
