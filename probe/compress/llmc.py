@@ -76,6 +76,41 @@ def _no_pin_memory() -> Iterator[None]:
         IntermediatesCache.pin_memory = original
 
 
+@contextlib.contextmanager
+def kept_hessians(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """The input Hessians GPTQ and SparseGPT build per layer (``∝ Σ x xᵀ``, float32, keyed by module name), kept.
+
+    llmcompressor consumes them when it compresses a layer: GPTQ pops each from ``GPTQModifier._hessians`` in
+    ``gptq.helpers.prepare_batch`` (then divides a copy by the sample count), SparseGPT's ``sparsify_weight`` pops
+    it and damps and factorises it in place. Both module-level names are wrapped while this context is open:
+    GPTQ's popped tensor is kept as is (nothing writes to it afterwards), SparseGPT's is cloned before it is
+    damped. They are the Gram matrices of the inputs each layer received in llmcompressor's sequential pipeline,
+    i.e. with the earlier layers already compressed (its default ``propagate_error``). The scale (GPTQ: ``2 Σ x
+    xᵀ``, SparseGPT: a running mean) cancels in the report's relative error.
+    """
+    from llmcompressor.modifiers.gptq import base as gptq_base  # lazy: start-up time
+    from llmcompressor.modifiers.pruning.sparsegpt import base as sgpt_base  # lazy: start-up time
+
+    names = {id(m): n for n, m in model.named_modules()}
+    kept: dict[str, torch.Tensor] = {}
+    prepare_batch, sparsify_weight = gptq_base.prepare_batch, sgpt_base.sparsify_weight
+
+    def keeping_prepare_batch(batch, qparams, hessians, num_samples):
+        for module in batch:
+            kept[names[id(module)]] = hessians[module]
+        return prepare_batch(batch, qparams, hessians, num_samples)
+
+    def keeping_sparsify_weight(*, module, hessians_dict, **kwargs):
+        kept[names[id(module)]] = hessians_dict[module].clone()
+        return sparsify_weight(module=module, hessians_dict=hessians_dict, **kwargs)
+
+    gptq_base.prepare_batch, sgpt_base.sparsify_weight = keeping_prepare_batch, keeping_sparsify_weight
+    try:
+        yield kept
+    finally:
+        gptq_base.prepare_batch, sgpt_base.sparsify_weight = prepare_batch, sparsify_weight
+
+
 def run_oneshot(model: torch.nn.Module, tokenizer, texts: list[str], recipe: list, spec: CompressSpec) -> float:
     """Apply ``recipe`` in place on ``model`` with ``texts`` as calibration; returns seconds spent."""
     from datasets import Dataset  # lazy: start-up time

@@ -7,6 +7,7 @@ interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import resource
@@ -20,7 +21,7 @@ from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
 from probe.artifacts import MANIFEST, build_manifest, spec_hash, write_json_atomic
 from probe.compress.bake import bake_quantized, plain_copy
-from probe.compress.llmc import quantize_recipe, run_oneshot, sparsify_recipe
+from probe.compress.llmc import kept_hessians, quantize_recipe, run_oneshot, sparsify_recipe
 from probe.compress.report import (
     gram_matrices,
     knowledge_and_perplexity,
@@ -164,16 +165,17 @@ def _compress_locked(spec: CompressSpec, variant: VariantArtifact, loaded: Loade
     original = {n: m.weight.detach().clone() for n, m in layers.items()}
     # an imported checkpoint needs no calibration (and then gets no per-layer reconstruction error)
     texts, calib = calibration_texts(spec, loaded) if not spec.from_path else ([], {"source": None})
-    ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.seq_len).input_ids.to(
-        loaded.device) for t in texts]
-    grams = gram_matrices(loaded.model, layers, ids) if texts else {}
+    reuse = bool(texts) and _builds_hessians(spec)
+    grams = _original_grams(loaded, layers, texts, spec.seq_len) if texts and not reuse else {}
     load_s = time.perf_counter() - start
     reference = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
     with variant.writer(overwrite=force) as tmp:
         if spec.from_path:
             plain, stats = _load_compressed_tensors(Path(spec.from_path), allow_pickle)
         else:
-            plain, stats = _apply(spec, reference, texts)
+            with kept_hessians(reference.model) if reuse else contextlib.nullcontext({}) as hessians:
+                plain, stats = _apply(spec, reference, texts)
+            grams = grams or {n: h.double() for n, h in hessians.items() if n in layers}
         names = list(layers)
         report = {
             "label": spec.label,
@@ -182,6 +184,8 @@ def _compress_locked(spec: CompressSpec, variant: VariantArtifact, loaded: Loade
             "layer_sparsity": layer_sparsity(plain, names),
             "reconstruction_error": {} if spec.quantizer == "awq" or not grams
             else reconstruction_errors(original, plain, grams),
+            "reconstruction_inputs": None if spec.quantizer == "awq" or not grams
+            else "as compressed (earlier layers compressed)" if reuse else "original",
         }
         if evaluate:
             report["knowledge"] = knowledge_and_perplexity(loaded, plain, spec.label)
@@ -202,6 +206,19 @@ def _compress_locked(spec: CompressSpec, variant: VariantArtifact, loaded: Loade
     console.print(report_table(report))
     console.print(f"Saved {final}")
     return final
+
+
+def _builds_hessians(spec: CompressSpec) -> bool:
+    """One llmcompressor pass that builds input Hessians (GPTQ alone, SparseGPT alone): the report reuses them
+    instead of a forward pass of its own (:func:`probe.compress.llmc.kept_hessians`)."""
+    return (spec.quantizer == "gptq") != (spec.sparsifier == "sparsegpt")
+
+
+def _original_grams(loaded: LoadedModel, layers: dict, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
+    """The Gram matrices of each layer's inputs in the original model, over the calibration texts."""
+    ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=seq_len).input_ids.to(loaded.device)
+           for t in texts]
+    return gram_matrices(loaded.model, layers, ids)
 
 
 def _clone(loaded: LoadedModel) -> torch.nn.Module:

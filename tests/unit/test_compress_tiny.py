@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+from dataclasses import replace
 
+import llmcompressor
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from probe.compress import build_spec, compress
 from probe.compress.bake import bake_quantized, grid_error, plain_copy
-from probe.compress.llmc import quantize_recipe, run_oneshot
-from probe.compress.run import _apply, _ensure_folder, calibration_texts
+from probe.compress.llmc import kept_hessians, quantize_recipe, run_oneshot
+from probe.compress.report import reconstruction_errors
+from probe.compress.run import _apply, _ensure_folder, _original_grams, calibration_texts
 from probe.compress.simple import magnitude_mask
 from probe.compress.spec import check_against_model, target_linears
 from probe.config import ModelSpec
@@ -180,3 +185,37 @@ def test_gram_matrices_equal_the_float64_product_of_each_layers_inputs():
     for name, g in grams.items():
         assert g.dtype == torch.float64
         torch.testing.assert_close(g, seen[name], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["gptq3", "sparsegpt50"])
+def test_reused_hessians_give_the_reports_errors_of_the_original_inputs(method, tmp_path, monkeypatch):
+    """The report reuses the Hessians llmcompressor built instead of its own forward pass over the calibration
+    texts. Where both see the same inputs (every layer with llmcompressor's error propagation off; the first
+    decoder layer always) the per-layer errors are the ones the original-input Gram matrices give; with
+    propagation on (the default), later layers' inputs come from already-compressed layers and differ."""
+    oneshot = llmcompressor.oneshot
+    for propagate in (False, True):
+        monkeypatch.setattr(llmcompressor, "oneshot", functools.partial(oneshot, propagate_error=propagate))
+        loaded = load_model(ModelSpec("tiny-llama", dtype="float32"))
+        spec = _spec(method)
+        layers = target_linears(loaded.model, spec)
+        original = {n: m.weight.detach().clone() for n, m in layers.items()}
+        old = reconstruction_errors(original, *_compressed(loaded, spec, tmp_path / f"{method}-{propagate}", layers))
+        with kept_hessians(loaded.model) as hessians:
+            plain, _ = _apply(spec, loaded, TEXTS)
+        assert set(hessians) == set(layers)
+        new = reconstruction_errors(original, plain, {n: h.double() for n, h in hessians.items()})
+        for name in layers:
+            same = not propagate or name.startswith("model.layers.0.")
+            if same:
+                assert new[name] == pytest.approx(old[name], rel=1e-4), (name, propagate)
+        assert any(new[n] != pytest.approx(old[n], rel=1e-3) for n in layers if n.startswith("model.layers.1.")) \
+            == propagate
+
+
+def _compressed(loaded, spec, folder, layers):
+    """A compressed copy of ``loaded`` (the model itself stays original) and the original-input Gram matrices."""
+    grams = _original_grams(loaded, layers, TEXTS, spec.seq_len)
+    _ensure_folder(loaded, folder)
+    plain, _ = _apply(spec, replace(loaded, model=copy.deepcopy(loaded.model)), TEXTS)
+    return plain, grams
