@@ -3,6 +3,11 @@
 ``/`` Overview, ``/layers``, ``/attention``, ``/probes``, ``/verdict``; e.g.
 ``/attention?exp=smollm2-135m/gptq3&variant=idp&layer=12&head=-1&probe=40`` reopens exactly that view.
 The app only reads files under the artifacts root it was created with (see ``dashboards.data``).
+
+Live: a clock (``tick``, every :data:`REFRESH_MS`) rebuilds the current page when the store changes (an
+artifact lands, a stage of a running experiment starts or ends: :func:`dashboards.data.store_signature`), so
+pages fill in without a reload; the Overview's stage table follows the clock itself. A page whose inputs do
+not exist yet says which stage produces them.
 """
 
 from __future__ import annotations
@@ -13,18 +18,26 @@ from urllib.parse import urlencode
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from waitress.server import BaseWSGIServer, create_server
 
+from dashboards import data
 from dashboards.pages import attention, layers, overview, probes, verdict
-from dashboards.pages.common import notice, parse_query
+from dashboards.pages.common import notice, parse_query, waiting
 from probe.errors import ProbeError
 
 PAGES = {m.PATH: m for m in (overview, layers, attention, probes, verdict)}
 STRUCTURAL = ("exp",)  # query keys whose change rebuilds the page (the rest only drive figures)
+REFRESH_MS = 2000
+# what each page shows, by the experiment stage kind that produces it (for "not here yet" notices)
+NEEDS = {"/layers": ("capture", "the captures this page compares"),
+         "/attention": ("capture", "the captured attention maps"),
+         "/probes": ("capture", "the captured probes"),
+         "/verdict": ("analyze", "the analysis and its verdict")}
 
 
 def render(root: Path, pathname: str | None, search: str | None, shown: dict | None) -> tuple:
-    """The page for ``pathname``; rebuilt only when the page or the experiment changes."""
+    """The page for ``pathname``; rebuilt only when the page, the experiment or the store changes."""
     query = parse_query(search)
-    key = {"path": pathname or "/", **{k: query.get(k) for k in STRUCTURAL}}
+    key = {"path": pathname or "/", **{k: query.get(k) for k in STRUCTURAL},
+           "store": hash(data.store_signature(root))}
     if key == shown:
         return no_update, no_update
     page = PAGES.get(pathname or "/")
@@ -33,7 +46,10 @@ def render(root: Path, pathname: str | None, search: str | None, shown: dict | N
     try:
         return page.layout(root, query), key
     except ProbeError as exc:
-        return html.Div([html.H2(page.TITLE), notice(str(exc), "error")]), key
+        need = NEEDS.get(pathname or "/")
+        pending = need is not None and data.stage_for(root, need[0]) is not None
+        hint = [waiting(root, need[0], need[1], "")] if pending else []
+        return html.Div([html.H2(page.TITLE), *hint, notice(str(exc), "info" if pending else "error")]), key
 
 
 def nav(pathname: str | None, search: str | None) -> list:
@@ -65,13 +81,14 @@ def create_app(artifacts_root: str | Path) -> Dash:
     app.layout = html.Div([
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="page-key"),
+        dcc.Interval(id="tick", interval=REFRESH_MS),
         html.Div([html.Span("probe", style={"fontWeight": "bold", "marginRight": "2rem"}), html.Span(id="nav")],
                  style={"padding": "0.7rem 1rem", "borderBottom": "1px solid #ddd", "fontFamily": "sans-serif"}),
         html.Div(id="page", style={"padding": "0 1rem 2rem", "fontFamily": "sans-serif"}),
     ])
     app.callback(Output("page", "children"), Output("page-key", "data"), Input("url", "pathname"),
-                 Input("url", "search"), State("page-key", "data"))(
-        lambda pathname, search, shown: render(root, pathname, search, shown))
+                 Input("url", "search"), Input("tick", "n_intervals"), State("page-key", "data"))(
+        lambda pathname, search, _tick, shown: render(root, pathname, search, shown))
     app.callback(Output("nav", "children"), Input("url", "pathname"), Input("url", "search"))(nav)
     app.callback(Output("url", "search"), Input({"type": "q", "page": ALL, "key": ALL}, "value"),
                  State("url", "search"), prevent_initial_call=True)(sync)

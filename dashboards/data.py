@@ -13,6 +13,8 @@ needs the model's final norm and unembedding, and imports them on first use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +29,7 @@ from probe.capture.store import READ_ERRORS, open_run
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.registry import REGISTRY
-from probe.store import ArtifactStore, clear_read_cache
+from probe.store import ArtifactStore, clear_read_cache, pid_alive
 
 RECOVERIES = tuple(v for v in VARIANT_ORDER if v not in ("original", "compressed"))
 
@@ -423,3 +425,104 @@ def attention_prompt_mass(root: Path, model: str, run: str, layer: int, index: i
 def prompt_length(root: Path, model: str, run: str) -> int:
     """How many prompt positions the variant puts before the probe's tokens (0: none)."""
     return int((open_capture(root, model, run).manifest.get("prompt") or {}).get("n_tokens") or 0)
+
+
+# ---- the running experiment and the results that land first (Overview) ----------------------------
+def experiment_status(root: Path, now: float | None = None) -> list[dict]:
+    """Each experiment's status file (written by `probe run` / `probe demo`, :mod:`probe.experiment.run`), with
+    what a reader needs now: per stage its ``elapsed`` (ticking while it runs), the experiment's ``left`` (the
+    estimates of the stages not done, less what the running one already spent) and ``stopped`` when the file
+    says running but its process is gone (killed: a rerun resumes)."""
+    now = time.time() if now is None else now
+    out = []
+    for path in store(root).experiment_statuses():
+        doc = store(root).read_json(path, f"experiment status {path.name}", "`probe run FILE` (rewrites it)")
+        if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list):
+            continue
+        stages = [dict(s) for s in doc["stages"]]
+        left = 0.0
+        for s in stages:
+            if s.get("state") == "running" and s.get("started"):
+                s["elapsed"] = round(now - float(s["started"]), 1)
+            if s.get("state") == "pending":
+                left += float(s.get("estimate") or 0)
+            elif s.get("state") == "running":
+                left += max(0.0, float(s.get("estimate") or 0) - float(s["elapsed"] or 0))
+        state = doc.get("state")
+        if state == "running" and not pid_alive(int(doc.get("pid") or 0)):
+            state = "stopped"
+        out.append({**doc, "state": state, "stages": stages, "left": round(left, 1),
+                    "elapsed": round((now if state == "running" else float(doc.get("updated") or now))
+                                     - float(doc.get("started") or now), 1)})
+    return out
+
+
+def stage_for(root: Path, kind: str) -> dict | None:
+    """The first not-yet-done stage of kind ``kind`` (``eval``, ``compress``, ``recover``, ``capture``, ``analyze``)
+    in a status file, to tell a reader what will fill an empty page and when; None without a status file."""
+    for doc in experiment_status(root):
+        for s in doc["stages"]:
+            if s.get("kind") == kind and s.get("state") != "done":
+                return {**s, "experiment": doc.get("experiment"), "experiment_state": doc["state"]}
+    return None
+
+
+def relation_rows(root: Path) -> list[dict]:
+    """Per saved `probe eval` result and relation: facts and top-1 (the original's knowledge lands first)."""
+    rows = []
+    for result in store(root).evals():
+        r = result.read()
+        for rel, d in ((r or {}).get("per_relation_detail") or {}).items():
+            rows.append({"model": result.model, "label": result.label, "split": r.get("split"), "relation": rel,
+                         "n": d.get("n"), "top1": d.get("top1")})
+    return rows
+
+
+def compression_reports(root: Path) -> list[dict]:
+    """Finished compressed variants' reports (`probe compress`): knowledge, perplexity, per-layer error."""
+    out = []
+    for variant in store(root).variants():
+        if variant.manifest() is None:
+            continue
+        report = variant.read_json(variant.file("report.json"))
+        if isinstance(report, dict):
+            out.append({"model": variant.model, "label": variant.compression, **report})
+    return out
+
+
+def recovery_curves(root: Path) -> list[dict]:
+    """Finished recoveries' training curves from ``losses.json``: ``train``/``heldout`` as ``{step, kl}`` when the
+    file has ``curves``, else the per-step training loss and the held-out loss before and after training."""
+    out = []
+    for recovery in store(root).recoveries():
+        if recovery.manifest() is None:
+            continue
+        losses = recovery.read_json(recovery.file("losses.json"))
+        if not isinstance(losses, dict):
+            continue
+        curves = losses.get("curves") or {}
+        train = curves.get("train") or {"step": list(range(1, len(losses.get("losses") or []) + 1)),
+                                         "kl": losses.get("losses") or []}
+        heldout = curves.get("heldout")
+        if heldout is None and losses.get("held_out_before") is not None:
+            heldout = {"step": [0, len(train["step"])], "kl": [losses["held_out_before"], losses["held_out_after"]]}
+        out.append({"model": recovery.model, "compression": recovery.compression, "method": recovery.method,
+                    "objective": losses.get("objective"), "train": train, "heldout": heldout,
+                    "baseline": losses.get("held_out_baseline"), "from_curves": bool(curves)})
+    return out
+
+
+def store_signature(root: Path) -> tuple:
+    """What changes when an artifact lands (folder modification times two levels down, status files): pages are
+    rebuilt when it changes, so they fill in without a reload. A few dozen ``stat`` calls."""
+    sig = []
+    for top in ("experiments", "eval", "variants", "captures", "analysis", "costs"):
+        folder = store(root).resolve(top)
+        if not folder.is_dir():
+            continue
+        for entry in [folder, *folder.iterdir()]:
+            with contextlib.suppress(OSError):
+                sig.append((entry.name, entry.stat().st_mtime_ns))
+                if entry.is_dir() and entry != folder:
+                    sig += [(f"{entry.name}/{e.name}", e.stat().st_mtime_ns) for e in entry.iterdir()]
+    return tuple(sig)

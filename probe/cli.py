@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -308,22 +309,32 @@ def dashboard_cmd(values: Values) -> None:
 
 # ---- probe run / probe demo ----------------------------------------------------------------------
 def _run_file(path: str, serve: bool, port: int | None) -> None:
+    from probe.experiment.dashboard import LiveDashboard  # lazily, for start-up time
     from probe.experiment.run import run_experiment, stage_table  # lazily, for start-up time (imports torch)
     from probe.experiment.spec import load_experiment  # lazily, for start-up time
 
     spec = load_experiment(path)
     port = port or spec.dashboard.port
-    if serve:
-        _check_port(spec.dashboard.host, port)  # before hours of stages, not after
-    result = run_experiment(spec)
-    analysis = result.analysis / "verdict.md"
-    if analysis.is_file():
-        out.print(analysis.read_text())
-    out.print(stage_table(result))
-    if serve:
-        from dashboards.app import serve as serve_app  # lazily, for start-up time (imports dash)
-
-        serve_app(spec.dashboard.artifacts or ArtifactStore.default().root, host=spec.dashboard.host, port=port)
+    live = None
+    if serve:  # the dashboard first, filling in beside the stages (probe/experiment/dashboard.py)
+        _check_port(spec.dashboard.host, port)
+        root = Path(spec.dashboard.artifacts or ArtifactStore.default().root)
+        root.mkdir(parents=True, exist_ok=True)
+        live = LiveDashboard(root, spec.dashboard.host, port).start()
+        out.print(f"dashboard: {live.url} (its Overview shows every stage; pages fill in as they finish; Ctrl-C "
+                  f"stops both)", highlight=False)
+    try:
+        result = run_experiment(spec)
+        analysis = result.analysis / "verdict.md"
+        if analysis.is_file():
+            out.print(analysis.read_text())
+        out.print(stage_table(result))
+        if live is not None:
+            out.print(f"dashboard: {live.url} (Ctrl-C to stop)", highlight=False)
+            live.wait()
+    finally:
+        if live is not None:
+            live.close()
 
 
 NoServeOpt = Annotated[bool, typer.Option("--no-serve", help="Stop after the analysis; do not start the dashboard.")]
@@ -343,7 +354,6 @@ def run_cmd(
 @app.command("demo")
 def demo_cmd(no_serve: NoServeOpt = False, port: PortOpt = None) -> None:
     """The whole pipeline on the embedded SmolLM2 (experiments/smollm2.toml), then the dashboard."""
-    from pathlib import Path  # lazily, for start-up time
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "smollm2.toml"
     if not path.is_file():

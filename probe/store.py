@@ -297,6 +297,10 @@ class FolderArtifact(Artifact):
                 raise
             self.publish(tmp, overwrite)
 
+    def file(self, name: str) -> Path:
+        """A file of the artifact (``report.json``, ``losses.json``, ``verdict.json`` …); a plain name only."""
+        return self.path / check_name(name, "file name")
+
     def publish(self, tmp: Path, overwrite: bool = False) -> None:
         """Rename the finished temporary folder ``tmp`` into place (call it holding :meth:`lock`)."""
         final = self.path
@@ -532,10 +536,6 @@ class AnalysisArtifact(FolderArtifact):
     def command(self) -> str:
         return f"`probe analyze --name {self.analysis} --force` (with its --model and --compression)"
 
-    def file(self, name: str) -> Path:
-        """A file of the analysis (``verdict.json``, ``cka.csv`` …); ``name`` must be a plain name."""
-        return self.path / check_name(name, "file name")
-
     def figure_file(self, name: str) -> Path:
         """The plotly JSON of figure ``name``."""
         return self.path / "figures" / f"{check_name(name, 'figure')}.json"
@@ -624,6 +624,15 @@ class ArtifactStore:
     def experiment_log(self, name: str) -> Path:
         """``experiments/<name>.json``: an experiment's recorded stage times."""
         return self.resolve("experiments", f"{check_name(name, 'experiment name')}.json")
+
+    def experiment_status(self, name: str) -> Path:
+        """``experiments/<name>.status.json``: a running experiment's stages and their state (the live Overview)."""
+        return self.resolve("experiments", f"{check_name(name, 'experiment name')}.status.json")
+
+    def experiment_statuses(self) -> list[Path]:
+        """Every experiment's status file, by name."""
+        return [self.experiment_status(f.removesuffix(".status.json"))
+                for f in self._names("experiments", files=".status.json")]
 
     # ---- listings --------------------------------------------------------------------------------
     def _names(self, *parts: str, files: str | None = None) -> list[str]:

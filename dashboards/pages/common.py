@@ -55,13 +55,37 @@ def variant_options(exp: data.Experiment, with_original: bool = False) -> list[d
     return [{"label": v, "value": v} for v in exp.variants if with_original or v != "original"]
 
 
-def notice(text: str, kind: str = "info") -> html.Div:
+def notice(text: str, kind: str = "info", className: str = "") -> html.Div:
     """A visible message in the page (missing artifacts, refused input) instead of a traceback."""
     colors = {"info": ("#eef4fb", "#2a5d9f"), "error": ("#fdecea", "#a12622")}
     bg, fg = colors[kind]
-    return html.Div(text, className=f"notice notice-{kind}",
+    return html.Div(text, className=f"notice notice-{kind} {className}".strip(),
                     style={"background": bg, "color": fg, "padding": "0.6rem 0.9rem", "margin": "0.5rem 0",
                            "borderRadius": "4px", "whiteSpace": "pre-wrap"})
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour)."""
+    s = int(max(0.0, float(seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def waiting(root: Path, kind: str, what: str, command: str) -> html.Div:
+    """In place of a result that does not exist yet: which stage of the running experiment produces it (its state,
+    time and command), else the command that does."""
+    stage = data.stage_for(root, kind)
+    if stage is None:
+        return notice(f"{what}: not here yet; `{command}` produces it (or `probe demo` / `probe run FILE`, "
+                      f"whose Overview shows each stage)")
+    state = stage.get("state", "pending")
+    when = {"running": f"running for {clock(stage.get('elapsed') or 0)} of about {clock(stage.get('estimate') or 0)}",
+            "pending": f"pending, about {clock(stage.get('estimate') or 0)} once it starts",
+            "failed": "failed (see the Study table above, or the terminal)"}.get(state, state)
+    if stage.get("experiment_state") in ("stopped", "interrupted", "failed") and state != "failed":
+        when += f"; the experiment {stage['experiment_state']}: rerun it to go on"
+    return notice(f"{what}: not here yet. Stage “{stage.get('label')}” of experiment {stage.get('experiment')} "
+                  f"produces it ({when}); by hand: `{stage.get('command')}`. This page fills in by itself.",
+                  className="waiting")
 
 
 def guarded(fn: Callable) -> Callable:

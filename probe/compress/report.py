@@ -85,24 +85,31 @@ def overall_sparsity(model: torch.nn.Module, names: list[str]) -> float:
 _ORIGINAL_RESULTS: dict[str, dict] = {}  # model hash → original's eval + perplexity (same process)
 
 
+def _knowledge(loaded_original, model: torch.nn.Module, vspec: VariantSpec, reuse: bool) -> dict:
+    """Eval-split top-1 (saved as `probe eval`'s result) and held-out perplexity of ``model``."""
+    base = replace(loaded_original, model=model)
+    lv = LoadedVariant(vspec, base, hf_logits_fn(model), {"model": loaded_original.model_hash})
+    res = run_eval(EvalSpec(variant=vspec), loaded=lv, reuse=reuse)
+    ppl = perplexity(base.tokenizer, lv.logits_fn, heldout_text(), device=base.device)
+    return {"top1_accuracy": res["top1_accuracy"], "perplexity": ppl, "known": set(res["known_ids"]),
+            "n_facts": res["n_facts"]}
+
+
+def original_knowledge(loaded_original) -> dict:
+    """The original's eval (saved as `probe eval --model M` saves it, reused when saved) and perplexity; kept for
+    the process, so each variant's report and an experiment's first stage share one evaluation."""
+    if loaded_original.model_hash not in _ORIGINAL_RESULTS:
+        vspec = VariantSpec(ModelSpec(loaded_original.name), "original")
+        _ORIGINAL_RESULTS[loaded_original.model_hash] = _knowledge(loaded_original, loaded_original.model, vspec,
+                                                                   reuse=True)
+    return _ORIGINAL_RESULTS[loaded_original.model_hash]
+
+
 def knowledge_and_perplexity(loaded_original, compressed: torch.nn.Module, label: str) -> dict:
     """Perplexity and eval-split top-1 of both models, and facts the original knows that the variant forgets."""
-    model_spec = ModelSpec(loaded_original.name)
-    results = {}
-    for key, model in (("original", loaded_original.model), ("variant", compressed)):
-        if key == "original" and loaded_original.model_hash in _ORIGINAL_RESULTS:
-            results[key] = _ORIGINAL_RESULTS[loaded_original.model_hash]
-            continue
-        vspec = VariantSpec(model_spec, "original") if key == "original" else \
-            VariantSpec(model_spec, "compressed", label)
-        base = replace(loaded_original, model=model)
-        lv = LoadedVariant(vspec, base, hf_logits_fn(model), {"model": loaded_original.model_hash})
-        res = run_eval(EvalSpec(variant=vspec), loaded=lv, reuse=key == "original")
-        ppl = perplexity(base.tokenizer, lv.logits_fn, heldout_text(), device=base.device)
-        results[key] = {"top1_accuracy": res["top1_accuracy"], "perplexity": ppl, "known": set(res["known_ids"]),
-                        "n_facts": res["n_facts"]}
-    _ORIGINAL_RESULTS[loaded_original.model_hash] = results["original"]
-    orig, var = results["original"], results["variant"]
+    orig = original_knowledge(loaded_original)
+    var = _knowledge(loaded_original, compressed, VariantSpec(ModelSpec(loaded_original.name), "compressed", label),
+                     reuse=False)
     return {
         "n_eval_facts": var["n_facts"],
         "original_top1": orig["top1_accuracy"], "top1_accuracy": var["top1_accuracy"],

@@ -1,11 +1,17 @@
 """`probe run EXPERIMENT.toml` / `probe demo`: every stage of an experiment, cached, timed, in order.
 
-Stages: model → compress (each method) → recover (each method, on the target compression) →
-capture (every variant) → costs → analyze → dashboard. A stage whose artifact is complete and
-was made with the same settings is reused (the stage functions' own spec hashes decide); an
-interrupted capture resumes. Before each stage a rule shows its number, what is left and an ETA
-from the durations this experiment's last run recorded (the store's ``experiment_log``),
-else from defaults measured on SmolLM2 on two CPU cores. The stage times are printed at the end.
+Stages, ordered so that something worth looking at comes early: model → eval of the original
+(knowledge per relation) → compress (each method; its report is the first comparison) → capture
+original and compressed → per recovery method: recover, capture → costs → analyze. A stage whose
+artifact is complete and was made with the same settings is reused (the stage functions' own spec
+hashes decide); an interrupted capture resumes. Before each stage a rule shows its number, what is
+left and an ETA from the durations this experiment's last run recorded (the store's
+``experiment_log``), else from defaults measured on SmolLM2 on two CPU cores. The stage times are
+printed at the end.
+
+Every stage's state is also written, atomically, to the store's ``experiment_status`` file
+(``experiments/<name>.status.json``) whenever one starts or ends; the dashboard's Overview reads
+it (:func:`status_document` gives its format).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +30,7 @@ from probe.analysis.run import analyze
 from probe.artifacts import spec_hash, write_json_atomic
 from probe.capture.run import capture, capture_artifact
 from probe.compress import compress
+from probe.compress.report import original_knowledge
 from probe.costs import measure_costs
 from probe.errors import ProbeError
 from probe.experiment.spec import ExperimentSpec, check_inputs
@@ -34,7 +42,7 @@ from probe.runtime.spec import model_key, recovery_artifact, variant_artifact
 from probe.store import Artifact, ArtifactStore, CaptureArtifact
 
 # seconds per stage kind when nothing was recorded yet (SmolLM2, 2 CPU cores)
-DEFAULT_SECONDS = {"model": 30.0, "compress": 300.0, "recover": 240.0, "capture": 120.0, "costs": 90.0,
+DEFAULT_SECONDS = {"model": 30.0, "eval": 60.0, "compress": 300.0, "recover": 240.0, "capture": 120.0, "costs": 90.0,
                    "analyze": 240.0}
 
 
@@ -44,6 +52,7 @@ class Stage:
     kind: str
     label: str
     run: Callable[[], str]  # returns "built" or "reused"
+    command: str = ""  # the `probe` command that builds the same artifact by hand
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,15 @@ def _model_stage(spec: ExperimentSpec) -> str:
     preflight(spec.model_spec)
     load_model(replace(spec.model_spec, dtype="float32"))  # converts the embedded GGUF once; later loads are fast
     return "ready"
+
+
+def _eval_stage(spec: ExperimentSpec) -> str:
+    """The original's knowledge per relation on the eval split (the compress reports reuse it)."""
+    loaded = load_model(replace(spec.model_spec, dtype="float32"))
+    handle = ArtifactStore.default().eval(model_key(spec.model_spec), "original", None, "builtin:eval")
+    before = handle.manifest()
+    original_knowledge(loaded)
+    return "reused" if before is not None and before == handle.manifest() else "built"
 
 
 def _built_or_reused(artifact: Artifact, build: Callable[[], object]) -> str:
@@ -155,18 +173,64 @@ def _analyze_stage(spec: ExperimentSpec) -> str:
 
 
 def plan(spec: ExperimentSpec) -> list[Stage]:
-    """The stages of ``spec`` in dependency order."""
-    stages = [Stage("model", "model", f"model {spec.model}", lambda: _model_stage(spec))]
-    stages += [Stage(f"compress:{m}", "compress", f"compress {m}", lambda m=m: _compress_stage(spec, m))
-               for m in spec.compressions]
-    stages += [Stage(f"recover:{m}", "recover", f"recover {m} on {spec.target}", lambda m=m: _recover_stage(spec, m))
-               for m in spec.recoveries]
-    stages += [Stage(f"capture:{v}", "capture", f"capture {v}", lambda v=v: _capture_stage(spec, v))
-               for v in spec.variants]
+    """The stages of ``spec`` in dependency order, the quickest useful views first."""
+    model, target = spec.model, spec.target or ""
+    stages = [Stage("model", "model", f"model {model}", lambda: _model_stage(spec), "probe models"),
+              Stage("eval:original", "eval", "eval original", lambda: _eval_stage(spec),
+                    f"probe eval --model {model}")]
+    stages += [Stage(f"compress:{m}", "compress", f"compress {m}", lambda m=m: _compress_stage(spec, m),
+                     f"probe compress --model {model} --method {m}") for m in spec.compressions]
+
+    def capture_stage(v: str) -> Stage:
+        comp = "" if v == "original" else f" --compression {target}"
+        return Stage(f"capture:{v}", "capture", f"capture {v}", lambda: _capture_stage(spec, v),
+                     f"probe capture --model {model} --variant {v}{comp} --split all")
+
+    stages += [capture_stage(v) for v in ("original", "compressed") if v in spec.variants]
+    for m in spec.recoveries:
+        stages.append(Stage(f"recover:{m}", "recover", f"recover {m} on {target}", lambda m=m: _recover_stage(spec, m),
+                            f"probe recover --model {model} --compression {target} --method {m}"))
+        if m in spec.variants:
+            stages.append(capture_stage(m))
     if spec.costs_spec() is not None:
-        stages.append(Stage("costs", "costs", f"costs of {spec.target} variants", lambda: _costs_stage(spec)))
-    stages.append(Stage("analyze", "analyze", f"analyze {spec.target}", lambda: _analyze_stage(spec)))
+        stages.append(Stage("costs", "costs", f"costs of {target} variants", lambda: _costs_stage(spec),
+                            f"probe costs --model {model} --compression {target}"))
+    stages.append(Stage("analyze", "analyze", f"analyze {target}", lambda: _analyze_stage(spec),
+                        f"probe analyze --model {model} --compression {target}"))
     return stages
+
+
+class StatusFile:
+    """The experiment's stage states, rewritten atomically at every change (see :func:`status_document`)."""
+
+    def __init__(self, spec: ExperimentSpec, stages: list[Stage], estimates: dict[str, float]) -> None:
+        self.path = ArtifactStore.default().experiment_status(spec.name)
+        self.doc = {"experiment": spec.name, "model": spec.model, "compression": spec.target, "pid": os.getpid(),
+                    "state": "running", "started": time.time(), "updated": time.time(),
+                    "stages": [{"key": s.key, "kind": s.kind, "label": s.label, "command": s.command,
+                                "state": "pending", "outcome": None, "started": None, "elapsed": None,
+                                "estimate": round(estimates[s.key], 1), "error": None} for s in stages]}
+        self.write()
+
+    def write(self) -> None:
+        self.doc["updated"] = time.time()
+        write_json_atomic(self.path, self.doc)
+
+    def stage(self, i: int, **fields: object) -> None:
+        self.doc["stages"][i].update(fields)
+        self.write()
+
+    def finish(self, state: str) -> None:
+        self.doc["state"] = state
+        self.write()
+
+
+def status_document() -> str:
+    """The status file's format (also the Overview's contract)."""
+    return ("experiment, model, compression, pid, state (running | done | failed | interrupted), started and "
+            "updated (Unix seconds), stages: [{key, kind, label, command, state (pending | running | done | failed), "
+            "outcome (built | reused | resumed | ready), started (Unix seconds), elapsed (s, once ended), estimate "
+            "(s: this experiment's last recorded build time, else a default), error}]")
 
 
 def _fmt(seconds: float) -> str:
@@ -184,23 +248,35 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         previous = {k: float(v) for k, v in json.loads(path.read_text()).get("built_seconds", {}).items()}
     done: list[StageTime] = []
     built = dict(previous)
+    estimates = {s.key: previous.get(s.key, DEFAULT_SECONDS[s.kind]) for s in stages}
+    status_file = StatusFile(spec, stages, estimates)
     start = time.perf_counter()
     for i, stage in enumerate(stages):
-        eta = sum(previous.get(s.key, DEFAULT_SECONDS[s.kind]) for s in stages[i:])
+        eta = sum(estimates[s.key] for s in stages[i:])
         known = all(s.key in previous for s in stages[i:])
         console.rule(f"[bold]stage {i + 1}/{len(stages)}: {stage.label}[/]  elapsed {_fmt(time.perf_counter() - start)}"
                      f", left ≤ {_fmt(eta)} ({'recorded' if known else 'estimated'} build times; reused stages "
                      f"take seconds)")
         t0 = time.perf_counter()
+        status_file.stage(i, state="running", started=time.time())
         try:
             outcome = stage.run()
-        except ProbeError as exc:
-            raise ProbeError(f"stage {stage.label} failed: {exc}") from exc
+        except BaseException as exc:
+            stopped = isinstance(exc, KeyboardInterrupt)
+            why = "interrupted (Ctrl-C)" if stopped else \
+                "".join(traceback.format_exception_only(type(exc), exc)).strip()[-500:]
+            status_file.stage(i, state="failed", elapsed=round(time.perf_counter() - t0, 1), error=why)
+            status_file.finish("interrupted" if stopped else "failed")
+            if isinstance(exc, ProbeError):
+                raise ProbeError(f"stage {stage.label} failed: {exc}") from exc
+            raise
         seconds = time.perf_counter() - t0
+        status_file.stage(i, state="done", outcome=outcome, elapsed=round(seconds, 1))
         done.append(StageTime(stage.key, stage.label, outcome, seconds))
         if outcome != "reused":
             built[stage.key] = seconds
             write_json_atomic(path, {"experiment": spec.name, "built_seconds": built})
+    status_file.finish("done")
     folder = ArtifactStore.default().analysis(spec.analyze_spec().folder_name).path
     return ExperimentResult(spec, tuple(done), folder)
 

@@ -57,15 +57,21 @@ def test_every_shipped_experiment_file_loads():
         assert spec.target in spec.compressions and spec.variants[:2] == ("original", "compressed"), path
     demo = load_experiment(ROOT / "experiments" / "smollm2.toml")
     assert demo.model == "smollm2-135m" and set(demo.recoveries) == {"prompt", "prefix", "idp", "lora"}
-    assert [s.key for s in plan(demo)][:3] == ["model", "compress:gptq3", "compress:sparsegpt50"]
+    assert demo.compressions == ("gptq3",)  # sparsegpt50 is the study's (experiments/smollm2-study.toml)
+    assert [s.key for s in plan(demo)] == [  # the quick, useful views first: knowledge, then a first comparison
+        "model", "eval:original", "compress:gptq3", "capture:original", "capture:compressed",
+        "recover:prompt", "capture:prompt", "recover:prefix", "capture:prefix", "recover:idp", "capture:idp",
+        "recover:lora", "capture:lora", "costs", "analyze"]
+    assert all(s.command.startswith("probe ") for s in plan(demo))
 
 
 def test_a_tiny_experiment_builds_every_stage_then_reuses_them(artifacts, tmp_path):
     spec = load_experiment(_experiment(tmp_path))
     first = run_experiment(spec)
     outcomes = {s.key: s.outcome for s in first.stages}
-    assert outcomes == {"model": "ready", "compress:mag50": "built", "recover:prompt": "built",
-                        "recover:idp": "built", "capture:original": "built", "capture:compressed": "built",
+    assert outcomes == {"model": "ready", "eval:original": "built", "compress:mag50": "built",
+                        "recover:prompt": "built", "recover:idp": "built", "capture:original": "built",
+                        "capture:compressed": "built",
                         "capture:prompt": "built", "capture:idp": "built", "costs": "built", "analyze": "built"}
     verdict = json.loads((first.analysis / "verdict.json").read_text())
     assert verdict["n_eval"] == 8 and "train-split" in verdict["decodability"]
@@ -73,6 +79,11 @@ def test_a_tiny_experiment_builds_every_stage_then_reuses_them(artifacts, tmp_pa
     assert set(manifest["runs"]) == {"original", "compressed", "prompt", "idp"}
     recorded = json.loads((artifacts / "experiments" / "t.json").read_text())["built_seconds"]
     assert set(recorded) == set(outcomes) and all(v >= 0 for v in recorded.values())
+    status = json.loads((artifacts / "experiments" / "t.status.json").read_text())
+    assert status["state"] == "done" and [s["key"] for s in status["stages"]] == list(outcomes)
+    assert all(s["state"] == "done" and s["elapsed"] >= 0 and s["started"] >= status["started"]
+               for s in status["stages"])
+    assert [s["outcome"] for s in status["stages"]] == list(outcomes.values())
 
     second = run_experiment(spec)
     assert {s.key: s.outcome for s in second.stages if s.key != "model"} == {
@@ -81,12 +92,32 @@ def test_a_tiny_experiment_builds_every_stage_then_reuses_them(artifacts, tmp_pa
     changed = tmp_path / "exp.toml"  # more steps: the recoveries, their captures and the analysis are redone
     changed.write_text(changed.read_text().replace("steps = 2", "steps = 3"))
     third = {s.key: s.outcome for s in run_experiment(load_experiment(changed)).stages}
-    assert [k for k, o in third.items() if o == "built"] == ["recover:prompt", "recover:idp", "capture:prompt",
+    assert [k for k, o in third.items() if o == "built"] == ["recover:prompt", "capture:prompt", "recover:idp",
                                                              "capture:idp", "costs", "analyze"]
 
     result = CliRunner().invoke(app, ["run", str(tmp_path / "exp.toml"), "--no-serve"])
     assert result.exit_code == 0, result.output
     assert "stage times" in result.output and "Verdict: tiny-llama / mag50" in result.output
+
+
+def test_a_failed_or_interrupted_stage_is_marked_in_the_status_file(artifacts, tmp_path, monkeypatch):
+    """The Overview learns from the status file which stage failed, and that the run ended."""
+    import probe.experiment.run as run
+
+    spec = load_experiment(_experiment(tmp_path))
+    for exc, state, error in ((KeyboardInterrupt(), "interrupted", "interrupted (Ctrl-C)"),
+                              (RuntimeError("boom"), "failed", "RuntimeError: boom")):
+        def fail(*_a, exc=exc, **_k):
+            raise exc
+
+        monkeypatch.setattr(run, "_eval_stage", fail)
+        with pytest.raises(type(exc)):
+            run_experiment(spec)
+        status = json.loads((artifacts / "experiments" / "t.status.json").read_text())
+        states = {s["key"]: s["state"] for s in status["stages"]}
+        assert status["state"] == state and states["model"] == "done" and states["eval:original"] == "failed"
+        assert {states[k] for k in states if k not in ("model", "eval:original")} == {"pending"}
+        assert status["stages"][1]["error"] == error
 
 
 @pytest.mark.parametrize(("text", "message"), [
