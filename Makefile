@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench notebooks clean
 
 install: $(STAMP)
 
@@ -37,6 +37,21 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# `make notebooks` (after `make demo`): runs the three notebooks on the demo's artifacts (./artifacts, or
+# $PROBE_ARTIFACTS; PROBE_NOTEBOOK_* choose the model and compression, see notebooks/README.md) and saves an HTML
+# rendering of each, outputs and plots included, under docs/notebooks/. The committed .ipynb stay output-free:
+# nbconvert executes a copy in memory. Plotly figures carry plotly.js inline, so the pages open offline.
+NBCONVERT ?= nbconvert==7.17.1
+notebooks: install
+	$(BIN)/python -m pip install -q $(NBCONVERT)
+	mkdir -p docs/notebooks
+	for nb in notebooks/0*.ipynb; do \
+	  echo "== $$nb"; \
+	  PLOTLY_RENDERER=notebook MPLBACKEND=module://matplotlib_inline.backend_inline \
+	    $(BIN)/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=-1 \
+	    --output-dir docs/notebooks "$$nb" || exit 1; \
+	done
 
 bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -4,8 +4,9 @@ All in one process, on the same cached calibration texts (self-generated once, b
 
 1. peer: load SmolLM2 from its folder and call llmcompressor ``oneshot`` with the same GPTQ recipe
    (what a user would write by hand, without baking, report or save);
-2. ours without evaluation: :func:`probe.compress.compress` ``evaluate=False`` (load, layer-input
-   capture for the per-layer errors, copy, oneshot, bake, save);
+2. ours without evaluation: :func:`probe.compress.compress` ``evaluate=False`` (load, copy, oneshot, bake,
+   per-layer errors from the Hessians GPTQ built during the oneshot, save; before it reused them, a forward pass of
+   its own captured the layer inputs, 1.76x the peer);
 3. with ``--with-eval``: ours with the full report (adds perplexity and eval-split knowledge on
    original and variant).
 

@@ -3,6 +3,7 @@ the dashboard served beside a running experiment (`probe run`, `probe demo`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class LiveDashboard:
     def __init__(self, root: str | Path, host: str, port: int) -> None:
         from dashboards.app import make_server  # lazily, for start-up time (imports dash)
 
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" lines among the stage bars
         self.server = make_server(root, host=host, port=port)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.server.effective_port}/"
