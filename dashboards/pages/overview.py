@@ -69,17 +69,18 @@ def status_view(root: Path) -> list:
             head += f", about {clock(doc['left'])} left"
         if doc["state"] in ("stopped", "interrupted", "failed"):
             head += " — rerun the same command: finished stages are reused, an interrupted capture resumes"
-        rows = [html.Tr([html.Th(h) for h in ("#", "stage", "state", "time", "estimate", "command")])]
+        cell = {"padding": "0.15rem 0.8rem 0.15rem 0", "textAlign": "left"}
+        rows = [html.Tr([html.Th(h, style=cell) for h in ("#", "stage", "state", "time", "estimate", "command")])]
         for i, s in enumerate(doc["stages"], start=1):
             state = s.get("state", "pending")
             shown = state if state != "done" else f"done ({s.get('outcome')})"
             if state == "failed" and s.get("error"):
                 shown += f": {s['error']}"
-            rows.append(html.Tr([html.Td(i), html.Td(s.get("label")),
-                                 html.Td(shown, style={"color": STATE_COLORS.get(state, "#000")}),
-                                 html.Td(clock(s["elapsed"]) if s.get("elapsed") is not None else ""),
-                                 html.Td(clock(s.get("estimate") or 0)),
-                                 html.Td(html.Code(s.get("command", "")), style={"fontSize": "0.8rem"})],
+            rows.append(html.Tr([html.Td(i, style=cell), html.Td(s.get("label"), style=cell),
+                                 html.Td(shown, style={**cell, "color": STATE_COLORS.get(state, "#000")}),
+                                 html.Td(clock(s["elapsed"]) if s.get("elapsed") is not None else "", style=cell),
+                                 html.Td(clock(s.get("estimate") or 0), style=cell),
+                                 html.Td(html.Code(s.get("command", "")), style={**cell, "fontSize": "0.8rem"})],
                                 className=f"stage stage-{state}", **{"data-stage": s.get("key"), "data-state": state}))
         out += [html.P(head, className=f"experiment-state experiment-{doc['state']}", style={"fontWeight": "bold"}),
                 html.Table(rows, className="stages", style={"borderCollapse": "collapse", "fontSize": "0.9rem"})]

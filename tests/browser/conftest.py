@@ -79,6 +79,11 @@ def require_chromium() -> None:
                     pytrace=False)
 
 
+@pytest.fixture
+def chromium() -> None:
+    require_chromium()
+
+
 def pytest_setup_options():
     """Chrome options for dash_duo: Debian's Chromium, headless, sandbox-free, no background traffic."""
     from selenium.webdriver.chrome.options import Options

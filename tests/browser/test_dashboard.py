@@ -20,15 +20,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboards.app import create_app
-from tests.browser.conftest import COMPRESSION, MODEL, require_chromium, start_zarr_threads
+from tests.browser.conftest import COMPRESSION, MODEL, start_zarr_threads
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-outputs" / "screenshots"
 EXP = f"{MODEL}/{COMPRESSION}"
-
-
-@pytest.fixture
-def chromium() -> None:
-    require_chromium()
 
 
 @pytest.fixture
