@@ -310,7 +310,6 @@ def dashboard_cmd(values: Values) -> None:
 # ---- probe run / probe demo ----------------------------------------------------------------------
 def _run_file(path: str, serve: bool, port: int | None) -> None:
     from probe.experiment.dashboard import LiveDashboard  # lazily, for start-up time
-    from probe.experiment.run import run_experiment, stage_table  # lazily, for start-up time (imports torch)
     from probe.experiment.spec import load_experiment  # lazily, for start-up time
 
     spec = load_experiment(path)
@@ -324,6 +323,8 @@ def _run_file(path: str, serve: bool, port: int | None) -> None:
         out.print(f"dashboard: {live.url} (its Overview shows every stage; pages fill in as they finish; Ctrl-C "
                   f"stops both)", highlight=False)
     try:
+        from probe.experiment.run import run_experiment, stage_table  # lazily, after the URL (imports torch)
+
         result = run_experiment(spec)
         analysis = result.analysis / "verdict.md"
         if analysis.is_file():
