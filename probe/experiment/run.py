@@ -1,13 +1,13 @@
 """`probe run EXPERIMENT.toml` / `probe demo`: every stage of an experiment, cached, timed, in order.
 
 Stages, ordered so that something worth looking at comes early: model → eval of the original
-(knowledge per relation) → compress (each method; its report is the first comparison) → capture
-original and compressed → per recovery method: recover, capture → costs → analyze. A stage whose
-artifact is complete and was made with the same settings is reused (the stage functions' own spec
-hashes decide); an interrupted capture resumes. Before each stage a rule shows its number, what is
-left and an ETA from the durations this experiment's last run recorded (the store's
-``experiment_log``), else from defaults measured on SmolLM2 on two CPU cores. The stage times are
-printed at the end.
+(knowledge per relation; with ``[compress] evaluate``, whose reports reuse it) → compress (each
+method; its report is the first comparison) → capture original and compressed → per recovery
+method: recover, capture → costs → analyze. A stage whose artifact is complete and was made with
+the same settings is reused (the stage functions' own spec hashes decide); an interrupted capture
+resumes. Before each stage a rule shows its number, what is left and an ETA from the durations
+this experiment's last run recorded (the store's ``experiment_log``), else from defaults measured
+on SmolLM2 on two CPU cores. The stage times are printed at the end.
 
 Every stage's state is also written, atomically, to the store's ``experiment_status`` file
 (``experiments/<name>.status.json``) whenever one starts or ends; the dashboard's Overview reads
@@ -175,9 +175,10 @@ def _analyze_stage(spec: ExperimentSpec) -> str:
 def plan(spec: ExperimentSpec) -> list[Stage]:
     """The stages of ``spec`` in dependency order, the quickest useful views first."""
     model, target = spec.model, spec.target or ""
-    stages = [Stage("model", "model", f"model {model}", lambda: _model_stage(spec), "probe models"),
-              Stage("eval:original", "eval", "eval original", lambda: _eval_stage(spec),
-                    f"probe eval --model {model}")]
+    stages = [Stage("model", "model", f"model {model}", lambda: _model_stage(spec), "probe models")]
+    if spec.compress_eval:  # the compress reports' reference, shown minutes before the first compression ends
+        stages.append(Stage("eval:original", "eval", "eval original", lambda: _eval_stage(spec),
+                            f"probe eval --model {model}"))
     stages += [Stage(f"compress:{m}", "compress", f"compress {m}", lambda m=m: _compress_stage(spec, m),
                      f"probe compress --model {model} --method {m}") for m in spec.compressions]
 
