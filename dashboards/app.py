@@ -37,7 +37,7 @@ def render(root: Path, pathname: str | None, search: str | None, shown: dict | N
     """The page for ``pathname``; rebuilt only when the page, the experiment or the store changes."""
     query = parse_query(search)
     key = {"path": pathname or "/", **{k: query.get(k) for k in STRUCTURAL},
-           "store": hash(data.store_signature(root))}
+           "store": data.store_signature(root)}
     if key == shown:
         return no_update, no_update
     page = PAGES.get(pathname or "/")

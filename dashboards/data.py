@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -512,9 +513,10 @@ def recovery_curves(root: Path) -> list[dict]:
     return out
 
 
-def store_signature(root: Path) -> tuple:
-    """What changes when an artifact lands (folder modification times two levels down, status files): pages are
-    rebuilt when it changes, so they fill in without a reload. A few dozen ``stat`` calls."""
+def store_signature(root: Path) -> str:
+    """What changes when an artifact lands (folder modification times two levels down, status files), as a short
+    digest (text: it travels through the browser, where integers beyond 2⁵³ lose digits): pages are rebuilt when
+    it changes, so they fill in without a reload. A few dozen ``stat`` calls."""
     sig = []
     for top in ("experiments", "eval", "variants", "captures", "analysis", "costs"):
         folder = store(root).resolve(top)
@@ -525,4 +527,4 @@ def store_signature(root: Path) -> tuple:
                 sig.append((entry.name, entry.stat().st_mtime_ns))
                 if entry.is_dir() and entry != folder:
                     sig += [(f"{entry.name}/{e.name}", e.stat().st_mtime_ns) for e in entry.iterdir()]
-    return tuple(sig)
+    return hashlib.sha1(repr(sig).encode()).hexdigest()[:16]

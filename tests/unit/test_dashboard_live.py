@@ -113,6 +113,7 @@ def test_elapsed_ticks_the_estimate_of_what_is_left_shrinks_and_a_dead_run_shows
 def test_a_page_is_rebuilt_when_the_store_changes_and_only_then(store_root):
     status = _status(store_root)
     _page, key = render(store_root, "/verdict", "", None)
+    assert isinstance(key["store"], str)  # through the browser unchanged (a large int would lose digits in JS)
     assert render(store_root, "/verdict", "", key) == (no_update, no_update)  # a clock tick, nothing new
     time.sleep(0.01)
     status.stage(0, state="running", started=time.time())
