@@ -46,8 +46,9 @@ def main() -> None:
             if len(some) < len(facts):
                 break
             t0 = time.perf_counter()
-            scores = score_facts(facts, loaded.tokenizer, fn, template=t, prompted=build_prompts(facts, pool.facts, k, t),
-                                 batch_size=32, desc=f"{k}-shot, template {t}")
+            asked = build_prompts(facts, pool.facts, k, t)
+            scores = score_facts(facts, loaded.tokenizer, fn, template=t, prompted=asked, batch_size=32,
+                                 desc=f"{k}-shot, template {t}")
             if t == 0:
                 seconds = time.perf_counter() - t0
             per_template.append(scores)
