@@ -135,9 +135,9 @@ def _record(spec: CaptureSpec, vspec: VariantSpec, ranks: Ranks, handle: Capture
     view = capture_view(loaded)
     pool = load_probes(spec.probes)
     probes = pool.split(spec.split)
-    prompted = build_prompts(probes.facts, pool.facts, spec.format.shots, spec.format.template)
     n_layers, d_model, n_heads = model_dims(view.model)
     layers = spec.check_layers(n_layers)
+    prompted = build_prompts(probes.facts, pool.facts, spec.format.shots, spec.format.template)
     n_prefix = view.prefix.n_tokens if view.prefix is not None else 0
     tok = loaded.base.tokenizer
     inputs = encode_probes(probes.facts, tok, loaded.base.max_positions, n_prefix, prompted)

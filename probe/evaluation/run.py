@@ -126,10 +126,11 @@ def result_artifact(result: dict) -> EvalArtifact:
 
 
 def format_label(protocol: dict | None) -> str:
-    """The probe format's part of a result name: empty for today's zero-shot first-token results (their names
-    stay), else ``-<k>shot-<known>``."""
+    """The probe format's part of a result name: empty for the default format (the names stay), else
+    ``-<k>shot-<known>`` (a result saved before the format existed was zero-shot, first-token)."""
     p = protocol or {"shots": 0, "known": "first_token"}
-    return "" if (p["shots"], p["known"]) == (0, "first_token") else f"-{p['shots']}shot-{p['known']}"
+    default = ProbeFormat()
+    return "" if (p["shots"], p["known"]) == (default.shots, default.known) else f"-{p['shots']}shot-{p['known']}"
 
 
 def probes_label(result: dict) -> str:

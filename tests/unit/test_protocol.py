@@ -72,7 +72,7 @@ def test_repeated_objects_use_the_second_set_and_few_train_facts_warn(capsys):
 
 
 def test_shared_prefix_cache_equals_full_sequences(tiny, builtin):
-    facts = [f for f in builtin.split("eval").facts if f.relation in ("capital", "element_symbol")][:12]
+    facts = [f for f in builtin.split("eval").facts if f.relation in ("capital", "chemical_symbol")][:12]
     fn = hf_logits_fn(tiny.model)
     prompted = build_prompts(facts, builtin.facts, 3)
     shared = score_facts(facts, tiny.tokenizer, fn, batch_size=5, prompted=prompted)
@@ -137,7 +137,7 @@ def test_eval_states_its_protocol_and_known_definition(tiny, monkeypatch, tmp_pa
 def test_known_1000_file_draws_demonstrations_from_its_own_train_split(tmp_path, builtin):
     rows = [{"known_id": i, "subject": f.subject, "attribute": f.object, "relation_id": f.relation,
              "prompt": f.prompt, "template": f.prompt.replace(f.subject, "{}")}
-            for i, f in enumerate(builtin.facts) if f.relation in ("capital", "element_symbol")]
+            for i, f in enumerate(builtin.facts) if f.relation in ("capital", "chemical_symbol")]
     path = tmp_path / "known_small.json"
     path.write_text(json.dumps(rows))
     probes = load_probes(path)
