@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--memory-sizes", default="32,128,512", help="'' skips the memory points")
     ap.add_argument("--shots", type=int, default=ProbeFormat().shots)
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
     peer_model = load_model(ModelSpec(args.model, dtype="float32"))
@@ -193,8 +194,8 @@ def main() -> None:
         "peak_rss_mb_by_probes": memory, "self_peak_rss_mb": peak_mb(),
         "note": "median of repeats; 2 shared CPU cores, timings noisy",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     if np.isnan(result["ratio_recorder_vs_peer"]):
         sys.exit(1)
