@@ -41,7 +41,6 @@ from probe.knowledge.loaders import load_probes
 from probe.knowledge.protocol import ProbeFormat, build_prompts
 from probe.models.load import load_model
 from probe.runtime.variant import CaptureView
-from probe.store import ArtifactStore
 
 RESULTS = Path(__file__).parent / "results" / "capture.json"
 POSITIONS = ("last", "subject")
@@ -159,10 +158,7 @@ def main() -> None:
         from probe.capture.spec import CaptureSpec
         from probe.runtime.spec import VariantSpec
 
-        root = Path(tempfile.mkdtemp())
-        shared = ArtifactStore.default().resolve("models", shared=True)
-        ArtifactStore(root).resolve("models", shared=True).symlink_to(shared)  # a scratch root, the shared models
-        os.environ["PROBE_ARTIFACTS"] = str(root)
+        root = Path(tempfile.mkdtemp())  # the probe file; the capture goes to the store as run bench-<k>shot
         probes = root / "p.jsonl"
         pool = load_probes("builtin")
         facts = [*pool.split("eval").facts[: args.probes], *pool.split("train").facts]  # train: demonstrations
@@ -172,7 +168,7 @@ def main() -> None:
         t = time.perf_counter()
         capture(CaptureSpec(VariantSpec(ModelSpec(args.model, dtype="float32")), probes=str(probes),
                             batch_size=args.batch_size, full_attention=0, format=ProbeFormat(shots=shots),
-                            run=f"bench-{shots}shot"))
+                            run=f"bench-{shots}shot", force=True))
         return time.perf_counter() - t
 
     t_store = with_store()
