@@ -29,6 +29,7 @@ from probe.analysis.spec import VARIANT_ORDER
 from probe.capture.store import READ_ERRORS, open_run
 from probe.config import ModelSpec
 from probe.errors import ProbeError
+from probe.knowledge.status import variant_statuses
 from probe.models.registry import REGISTRY
 from probe.store import ArtifactStore, clear_read_cache, pid_alive
 
@@ -286,21 +287,9 @@ def fact_status(root: Path, exp: Experiment) -> dict[str, list[str]]:
     original/compressed: known | unknown | forgotten (compressed loses what the original knew);
     recoveries: known | unknown | recovered (a lost fact regained) | lost (still lost) | broken (newly lost).
     """
-    top1 = {v: np.array([p.get("answer_top1", False) for p in probes(root, exp.model, run)], bool)
-            for v, run in exp.runs.items()}
-    orig = top1.get("original")
-    comp = top1.get("compressed")
-    out: dict[str, list[str]] = {}
-    for v, t in top1.items():
-        status = np.where(t, "known", "unknown").astype(object)
-        if orig is not None and v != "original":
-            status[orig & ~t] = "forgotten" if v == "compressed" else "broken"
-            if comp is not None and v in RECOVERIES:
-                lost = orig & ~comp
-                status[lost & t] = "recovered"
-                status[lost & ~t] = "lost"
-        out[v] = list(status)
-    return out
+    known = {v: np.array([p.get("known", p.get("answer_top1", False)) for p in probes(root, exp.model, run)], bool)
+             for v, run in exp.runs.items()}
+    return variant_statuses(known, RECOVERIES)
 
 
 # ---- analysis ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from probe.artifacts import build_manifest
 from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
+from probe.knowledge.protocol import ProbeFormat, build_prompts
 from probe.knowledge.scoring import LogitsFn
 from probe.progress import track
 from probe.runtime.spec import RECOVERY_VARIANTS, VariantSpec, compress_command, model_key
@@ -43,6 +44,7 @@ class CostSpec:
     repeats: int = setting(5, "Timed repeats per variant (median reported)", unit="repeats", min=1)
     n_probes: int = setting(32, "Eval probes in the forward batch", unit="probes", min=1)
     gen_tokens: int = setting(16, "Greedy tokens generated", unit="tokens", min=1)
+    format: ProbeFormat = field(default_factory=ProbeFormat)
     device: str = like(ModelSpec, "device")
 
     def __post_init__(self) -> None:
@@ -60,9 +62,13 @@ def built_variants(model: ModelSpec, compression: str) -> list[str]:
                                         if store.recovery(model_key(model), compression, m).manifest() is not None]]
 
 
-def probe_batch(tokenizer, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` eval-split probe prompts, right-padded."""
-    prompts = [f.prompt for f in load_probes("builtin").split("eval").facts[:n]]
+def probe_batch(tokenizer, n: int, device: torch.device, fmt: ProbeFormat | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` eval-split probes as the probe format asks them (demonstrations and query), right-padded."""
+    fmt = fmt or ProbeFormat(shots=0)
+    pool = load_probes("builtin")
+    facts = pool.split("eval").facts[:n]
+    prompts = [a.text for a in build_prompts(facts, pool.facts, fmt.shots, fmt.template)]
     rows = [tokenizer(p).input_ids for p in prompts]
     width = max(map(len, rows))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -133,7 +139,7 @@ def measure_costs(spec: CostSpec, allow_pickle: bool = False) -> dict:
     names = built_variants(model, spec.compression)
     loaded = {n: load_variant(VariantSpec(model, n, None if n == "original" else spec.compression)) for n in names}
     first = next(iter(loaded.values())).base
-    ids, mask = probe_batch(first.tokenizer, spec.n_probes, first.device)
+    ids, mask = probe_batch(first.tokenizer, spec.n_probes, first.device, spec.format)
     fwd: dict[str, list[float]] = {n: [] for n in names}
     gen: dict[str, list[float]] = {n: [] for n in names}
     peak: dict[str, int] = {}

@@ -59,9 +59,30 @@ def layout(root: Path, query: Query) -> html.Div:
 def heatmaps(root: Path, exp_key: str, variant: str, layer: int, head: int, probe: int) -> go.Figure:
     try:
         exp = data.find_experiment(root, exp_key)
-        return attention_figure(root, exp, variant, int(layer), int(head), int(probe))
+        fig = attention_figure(root, exp, variant, int(layer), int(head), int(probe))
+        fact = data.probes(root, exp.model, exp.runs[next(iter(exp.runs))])[int(probe)]
+        return mark_demonstrations(fig, int(fact.get("query_start", 0)), int(fact["n_tokens"]))
     except ProbeError as exc:
         return empty_figure(str(exc))
+
+
+def mark_demonstrations(fig: go.Figure, query_start: int, n_tokens: int) -> go.Figure:
+    """Shade the demonstration key columns (few-shot probe format) and show only the query's rows: demonstration
+    rows are not captured (they run as a cached prefix)."""
+    if query_start <= 0:
+        return fig
+    for i, axis in enumerate(a for a in fig.layout if a.startswith("xaxis")):
+        offset = 1 if str((fig.layout[axis].ticktext or ("",))[0]).startswith("⟨p") else 0  # a prompt column first
+        ref = "" if axis == "xaxis" else axis[5:]
+        fig.add_shape(type="rect", x0=offset - 0.5, x1=offset + query_start - 0.5, y0=0, y1=1, xref=f"x{ref}",
+                      yref=f"y{ref} domain", fillcolor="white", opacity=0.35, line_width=0)
+        if i == 0:
+            fig.add_annotation(x=offset - 0.5, y=1, xref=f"x{ref}", yref=f"y{ref} domain", text="demonstrations",
+                               showarrow=False, xanchor="left", yanchor="bottom")
+        y = "yaxis" + ref
+        if fig.layout[y].title.text == "query token":
+            fig.layout[y].update(autorange=False, range=[n_tokens - 0.5, query_start - 0.5])
+    return fig
 
 
 def mass(root: Path, exp_key: str, variant: str, head: int, probe: int) -> html.Div:

@@ -24,6 +24,7 @@ from probe.analysis.families.divergence import DivergenceFamily
 from probe.analysis.paired import NetRecovery, net_recoveries, pairwise
 from probe.analysis.spec import AnalyzeSpec
 from probe.analysis.verdict import RecoveryNumbers, VerdictInputs
+from probe.knowledge.status import transitions
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def headline(rs: RunSet, spec: AnalyzeSpec, cands: Candidates, dec: Decodability
     ev = rs.eval_rows
     boot = bs.ClusterBootstrap(bs.subject_labels(rs.probes, ev), spec.n_boot, spec.seed)
     top1 = {v: rs.output_top1(v) for v in rs.variants}
-    lost = top1["original"] & ~top1["compressed"]
+    lost = transitions(top1["original"], top1["compressed"]).lost
     never = ~top1["original"] & ~top1["compressed"]
     comp = dec.own["compressed"]
     select = ~lost if (~lost).any() else np.ones_like(lost)

@@ -18,6 +18,8 @@ from itertools import combinations
 import numpy as np
 from scipy.stats import binomtest
 
+from probe.knowledge.status import transitions
+
 ALPHA = 0.05
 
 
@@ -79,8 +81,8 @@ class PairTest:
 def net_recoveries(top1: dict[str, np.ndarray], recoveries: tuple[str, ...]) -> tuple[NetRecovery, ...]:
     """Each recovery against ``top1["compressed"]`` (``top1``: per-fact correctness, original included)."""
     orig, comp = top1["original"], top1["compressed"]
-    counts = [(int((orig & ~comp & top1[v]).sum()), int((~orig & ~comp & top1[v]).sum()),
-               int((comp & ~top1[v]).sum())) for v in recoveries]
+    moves = [transitions(orig, comp, top1[v]).counts() for v in recoveries]
+    counts = [(m["regained"], m["gained"], m["newly_broken"]) for m in moves]
     p = [mcnemar_exact(r + g, b) for r, g, b in counts]
     return tuple(NetRecovery(v, r, g, b, pv, ph)
                  for v, (r, g, b), pv, ph in zip(recoveries, counts, p, holm(p) if p else [], strict=True))

@@ -9,6 +9,13 @@ own tokens. Prompt-based variants (soft prompt, prefix, IDP) run as a KV prefix 
 positions in front of the input; those keys occupy attention columns ``0..n-1`` and no query
 rows, so real-token indices mean the same token in every variant. Attention rows are stored
 over real keys only, renormalised to sum to 1, plus per head the mass that went to the prefix.
+
+Demonstrations (few-shot probe format) are real tokens: a probe's stored tokens are its
+demonstration prefix then its query, ``query_start`` marks where the query begins (0 zero-shot),
+and ``last``/``subject`` are the query's own tokens in those coordinates. The hooked run sees only
+the query: the demonstrations enter as a key/value cache computed once per relation (and
+prompt choice) and reused, so demonstration rows are not recorded (zero in ``all``/``full``
+arrays) while their key columns stay in every attention row.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from probe.capture.arrays import ArraySpec
 from probe.errors import ProbeError
+from probe.knowledge.protocol import Prompted
 from probe.knowledge.schema import Fact
 from probe.knowledge.scoring import encode_pair
 from probe.models.bridge import HOOKS
@@ -31,12 +40,23 @@ POINT_POSITIONS = ("last", "subject")  # one row per probe; "all" keeps every re
 
 @dataclass(frozen=True)
 class ProbeInput:
-    """One probe tokenised: ids, its last and subject token (-1: subject not found), answer first tokens."""
+    """One probe tokenised: query ids, its last and subject token (-1: subject not found) in query coordinates,
+    answer first tokens, and the demonstration prefix's ids (empty zero-shot)."""
 
     ids: tuple[int, ...]
     last: int
     subject: int
     answer_first: tuple[int, ...]
+    prefix: tuple[int, ...] = ()
+
+    @property
+    def query_start(self) -> int:
+        return len(self.prefix)
+
+    @property
+    def n_stored(self) -> int:
+        """Stored tokens: demonstrations and query."""
+        return len(self.prefix) + len(self.ids)
 
 
 def subject_position(tokenizer, prompt: str, subject: str, n_tokens: int) -> int:
@@ -52,17 +72,28 @@ def subject_position(tokenizer, prompt: str, subject: str, n_tokens: int) -> int
     return min(len(head), n_tokens) - 1
 
 
-def encode_probes(facts: Sequence[Fact], tokenizer, max_positions: int, n_prefix: int) -> list[ProbeInput]:
-    """Tokenise every probe as `probe eval` does (template 0); a probe beyond the context is an error."""
+def encode_probes(facts: Sequence[Fact], tokenizer, max_positions: int, n_prefix: int,
+                  prompted: Sequence[Prompted] | None = None) -> list[ProbeInput]:
+    """Tokenise every probe as `probe eval` does (``prompted``: as the probe format asks, default zero-shot
+    template 0); a probe beyond the context is an error."""
     out = []
-    for fact in facts:
-        ids = tokenizer(fact.prompt, add_special_tokens=True).input_ids
-        if len(ids) + n_prefix > max_positions:
-            raise ProbeError(f"probe {fact.id!r} is {len(ids)} tokens (+{n_prefix} prompt positions), longer than "
-                             f"the model's context of {max_positions}: shorten or drop it")
-        first = tuple(encode_pair(tokenizer, fact.prompt, a)[1][0] for a in fact.answers)
-        out.append(ProbeInput(tuple(ids), len(ids) - 1, subject_position(tokenizer, fact.prompt, fact.subject,
-                                                                          len(ids)), first))
+    prefixes: dict[str, tuple[int, ...]] = {}
+    for i, fact in enumerate(facts):
+        asked = prompted[i] if prompted is not None else None
+        query, demos = (asked.query, asked.prefix) if asked is not None else (fact.prompt, "")
+        ids = tokenizer(query, add_special_tokens=True).input_ids
+        prefix: tuple[int, ...] = ()
+        shift = 0  # special tokens the query loses behind a prefix
+        if demos:
+            prefix = prefixes.setdefault(demos, tuple(tokenizer(demos, add_special_tokens=True).input_ids))
+            own = tokenizer(query, add_special_tokens=False).input_ids
+            shift, ids = len(ids) - len(own), own
+        if len(prefix) + len(ids) + n_prefix > max_positions:
+            raise ProbeError(f"probe {fact.id!r} is {len(prefix) + len(ids)} tokens (+{n_prefix} prompt positions), "
+                             f"longer than the model's context of {max_positions}: shorten it or lower --shots")
+        first = tuple(encode_pair(tokenizer, query, a)[1][0] for a in fact.answers)
+        subject = subject_position(tokenizer, query, fact.subject, len(ids) + shift)
+        out.append(ProbeInput(tuple(ids), len(ids) - 1, subject - shift if subject >= shift else -1, first, prefix))
     return out
 
 
@@ -134,27 +165,96 @@ class Recorder:
     def __init__(self, bridge, view: CaptureView, layout: Layout, pad_id: int) -> None:
         self.bridge, self.view, self.layout, self.pad_id = bridge, view, layout, pad_id
         self.np_dtype = np.dtype(layout.dtype)
+        self._demo_cache: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+
+    def _choose(self, items: Sequence[ProbeInput]) -> torch.Tensor:
+        """Each probe's prompt (prompt variants; IDP routes on demonstrations and query together)."""
+        b = len(items)
+        if self.view.prefix is None:
+            return torch.full((b,), -1, dtype=torch.long)
+        if self.view.select is None:
+            return torch.zeros(b, dtype=torch.long)
+        whole = [ProbeInput(p.prefix + p.ids, 0, 0, ()) for p in items]
+        ids, mask = pad_batch(whole, self.pad_id)
+        return self.view.select(ids, mask).cpu()
+
+    @torch.no_grad()
+    def _past(self, prefix: tuple[int, ...], chosen: torch.Tensor) -> DynamicCache | None:
+        """The cache in front of the query: the chosen prompt's keys (prompt variants), then the demonstrations,
+        computed once per (demonstrations, prompt) and shared by every batch."""
+        soft = self.view.prefix
+        if not prefix:
+            return soft.cache_for(chosen) if soft is not None else None
+        rows = []
+        for c in chosen.tolist():
+            key = (prefix, c)
+            if key not in self._demo_cache:
+                model = self.view.model
+                device = next(model.parameters()).device
+                n = soft.n_tokens if soft is not None else 0
+                cache = soft.cache_for(torch.tensor([c])) if soft is not None else None
+                out = model(input_ids=torch.tensor([prefix], device=device),
+                            attention_mask=torch.ones(1, n + len(prefix), dtype=torch.long, device=device),
+                            position_ids=torch.arange(n, n + len(prefix), device=device)[None],
+                            past_key_values=cache, use_cache=True)
+                self._demo_cache[key] = ([la.keys for la in out.past_key_values.layers],
+                                         [la.values for la in out.past_key_values.layers])
+            rows.append(self._demo_cache[key])
+        if len({c for c in chosen.tolist()}) == 1:  # one row's cache, viewed for every row
+            k, v = rows[0]
+            data = [(kk.expand(len(rows), -1, -1, -1), vv.expand(len(rows), -1, -1, -1))
+                    for kk, vv in zip(k, v, strict=True)]
+        else:
+            data = [(torch.cat([r[0][la] for r in rows]), torch.cat([r[1][la] for r in rows]))
+                    for la in range(len(rows[0][0]))]
+        return DynamicCache(ddp_cache_data=data)
+
+    @torch.no_grad()
+    def record(self, items: Sequence[ProbeInput], n_full: int) -> dict[str, np.ndarray]:
+        """Arrays for ``items`` (runs once per demonstration prefix among them, results in ``items`` order);
+        the first ``n_full`` also get full attention maps."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(items):
+            groups.setdefault(p.prefix, []).append(i)
+        if len(groups) == 1:
+            return self._record(items, n_full)
+        parts, order = [], []
+        for members in groups.values():
+            parts.append(self._record([items[i] for i in members], 0, [i < n_full for i in members]))
+            order += members
+        inverse = np.argsort(order)
+        names = dict.fromkeys(name for part in parts for name in part)
+        return {name: _merge_full(parts, groups, name, n_full) if name.startswith("full/")
+                else np.concatenate([p[name] for p in parts])[inverse] for name in names}
 
     def _pos_index(self, items: Sequence[ProbeInput], pos: str) -> torch.Tensor:
         return torch.tensor([getattr(p, pos) for p in items], dtype=torch.long)
 
     @torch.no_grad()
-    def record(self, items: Sequence[ProbeInput], n_full: int) -> dict[str, np.ndarray]:
-        """Arrays for ``items``; the first ``n_full`` of them also get full attention maps."""
+    def _record(self, items: Sequence[ProbeInput], n_full: int, full_rows: list[bool] | None = None
+                ) -> dict[str, np.ndarray]:
+        """Arrays for ``items``, which share one demonstration prefix of ``d`` tokens (stored coordinates are
+        ``d`` + query index); the first ``n_full`` (or the ``full_rows``) also get full attention maps."""
         lay = self.layout
         b = len(items)
+        d = items[0].query_start
         ids, mask = pad_batch(items, self.pad_id)
         t = ids.shape[1]
         rows = torch.arange(b)
         real = mask.bool()
+        full_idx = (torch.tensor([i for i, f in enumerate(full_rows) if f], dtype=torch.long) if full_rows is not None
+                    else torch.arange(n_full))
+        n_full = len(full_idx)
         out: dict[str, np.ndarray] = {}
 
-        def put(name: str, value: torch.Tensor, axes: tuple[int, ...] = ()) -> None:
-            """Store ``value`` with the token ``axes`` zero-padded to t_max."""
+        def put(name: str, value: torch.Tensor, axes: tuple[int, ...] = (), shift: tuple[int, ...] = ()) -> None:
+            """Store ``value`` with the token ``axes`` zero-padded to t_max; the query-row ``shift`` axes move
+            right past the demonstrations."""
             value = value.detach().float().cpu()
             pad: list[int] = []
             for axis in range(value.dim() - 1, min(axes, default=value.dim()) - 1, -1):
-                pad += [0, lay.t_max - value.shape[axis] if axis in axes else 0]
+                left = d if axis in shift else 0
+                pad += [left, lay.t_max - value.shape[axis] - left] if axis in axes else [0, 0]
             if pad:
                 value = torch.nn.functional.pad(value, pad)
             out[name] = value.numpy().astype(self.np_dtype)
@@ -171,7 +271,7 @@ class Recorder:
                         v = act[rows, point[pos].clamp(min=0)].float()
                         put(f"{pos}/{name}", torch.where(found[pos][:, None], v, torch.nan))
                     else:
-                        put(f"{pos}/{name}", act.float() * real[..., None], axes=(1,))
+                        put(f"{pos}/{name}", act.float() * real[..., None], axes=(1,), shift=(1,))
                 return act
 
             return fn
@@ -180,7 +280,7 @@ class Recorder:
             name = lay.hook_name("pattern", layer)
 
             def fn(pat: torch.Tensor, hook) -> torch.Tensor:
-                p = pat.float()  # [b, heads, q, n_prefix + t]
+                p = pat.float()  # [b, heads, q, n_prefix + d + t]: prompt, demonstration and query keys
                 keys = p[..., lay.n_prefix:]
                 mass = p[..., : lay.n_prefix].sum(-1)
                 if lay.n_prefix:
@@ -192,10 +292,11 @@ class Recorder:
                     if lay.n_prefix:
                         put(f"{pos}/{name}.prompt_mass", torch.where(ok, mass[rows, :, q], torch.nan))
                 if n_full:
-                    qk = real[:n_full, None, :, None] & real[:n_full, None, None, :]
-                    put(f"full/{name}", keys[:n_full] * qk, axes=(2, 3))
+                    keyed = torch.cat([real.new_ones(b, d), real], dim=1)[full_idx]
+                    qk = real[full_idx, None, :, None] & keyed[:, None, None, :]
+                    put(f"full/{name}", keys[full_idx] * qk, axes=(2, 3), shift=(2,))
                     if lay.n_prefix:
-                        put(f"full/{name}.prompt_mass", mass[:n_full] * real[:n_full, None], axes=(2,))
+                        put(f"full/{name}.prompt_mass", mass[full_idx] * real[full_idx, None], axes=(2,), shift=(2,))
                 return pat
 
             return fn
@@ -210,15 +311,13 @@ class Recorder:
                     hooks.append((lay.hook_name(kind, layer), vector_hook(kind, layer)))
 
         kwargs: dict = {"attention_mask": mask}
-        chosen = torch.full((b,), -1, dtype=torch.long)
-        prefix = self.view.prefix
-        if prefix is not None:
-            chosen = (self.view.select(ids, mask) if self.view.select is not None
-                      else torch.zeros(b, dtype=torch.long)).cpu()
-            n = prefix.n_tokens
+        chosen = self._choose(items)
+        past = self._past(items[0].prefix, chosen)
+        if past is not None:
+            n = lay.n_prefix + d
             full_mask = torch.cat([mask.new_ones(b, n), mask], dim=1)
             kwargs = {"attention_mask": full_mask, "position_ids": (full_mask.cumsum(-1) - 1)[:, n:],
-                      "past_key_values": prefix.cache_for(chosen)}
+                      "past_key_values": past}
         logits = self.bridge.run_with_hooks(ids, fwd_hooks=hooks, **kwargs)
 
         last = self._pos_index(items, "last")
@@ -227,10 +326,11 @@ class Recorder:
         ranks = torch.tensor([min(int((logp[i] > logp[i, a]).sum()) for a in p.answer_first)
                               for i, p in enumerate(items)], dtype=torch.int32)
         tokens = torch.full((b, lay.t_max), -1, dtype=torch.int32)
-        tokens[:, :t] = torch.where(real, ids, -1).to(torch.int32)
+        tokens[:, :d] = torch.tensor(items[0].prefix, dtype=torch.int32)
+        tokens[:, d:d + t] = torch.where(real, ids, -1).to(torch.int32)
         out.update({
             "tokens": tokens.numpy(),
-            "n_tokens": mask.sum(-1).to(torch.int32).numpy(),
+            "n_tokens": (mask.sum(-1) + d).to(torch.int32).numpy(),
             "logits/topk_ids": top.indices.to(torch.int32).numpy(),
             "logits/topk_logprobs": top.values.numpy(),
             "logits/answer_rank": ranks.numpy(),
@@ -238,8 +338,17 @@ class Recorder:
             "prompt/chosen": chosen.to(torch.int32).numpy(),
         })
         for pos, idx in point.items():
-            out[f"position/{pos}"] = idx.to(torch.int32).numpy()
+            out[f"position/{pos}"] = torch.where(idx >= 0, idx + d, -1).to(torch.int32).numpy()
         return out
+
+
+def _merge_full(parts: list[dict[str, np.ndarray]], groups: dict, name: str, n_full: int) -> np.ndarray:
+    """The full maps of the first ``n_full`` probes, gathered from the groups that hold them, in probe order."""
+    rows = []
+    for part, members in zip(parts, groups.values(), strict=True):
+        if name in part:
+            rows += [(i, part[name][j]) for j, i in enumerate(i for i in members if i < n_full)]
+    return np.stack([r for _, r in sorted(rows, key=lambda x: x[0])])
 
 
 def model_dims(model: torch.nn.Module) -> tuple[int, int, int]:

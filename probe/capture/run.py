@@ -20,8 +20,11 @@ from probe.capture.recorder import Layout, ProbeInput, Recorder, encode_probes, 
 from probe.capture.spec import CaptureSpec
 from probe.capture.store import CaptureStore, estimate_bytes, open_run
 from probe.errors import ProbeError
+from probe.evaluation.run import score_variant
 from probe.knowledge.loaders import load_probes
+from probe.knowledge.protocol import ProbeFormat, Prompted, build_prompts
 from probe.knowledge.schema import Fact
+from probe.knowledge.status import is_known
 from probe.models.bridge import hook_model
 from probe.progress import console, track
 from probe.runtime.spec import VariantSpec, model_key
@@ -58,22 +61,32 @@ def changed(running: dict, manifest: dict) -> list[str]:
     return [what for key, what in RESUME_KEYS.items() if running.get(key) != manifest.get(key)]
 
 
-def probe_rows(facts: tuple[Fact, ...], inputs: list[ProbeInput]) -> list[dict]:
+def probe_rows(facts: tuple[Fact, ...], inputs: list[ProbeInput], prompted: list[Prompted]) -> list[dict]:
+    """The probe table: positions index the stored tokens (demonstrations, then the query from ``query_start``)."""
     return [{"index": i, "id": f.id, "relation": f.relation, "subject": f.subject, "object": f.object,
-             "answers": list(f.answers), "prompt": f.prompt, "split": f.split, "n_tokens": len(p.ids),
-             "last": p.last, "subject_pos": p.subject}
-            for i, (f, p) in enumerate(zip(facts, inputs, strict=True))]
+             "answers": list(f.answers), "prompt": a.query, "split": f.split, "n_tokens": p.n_stored,
+             "last": p.query_start + p.last, "subject_pos": p.query_start + p.subject if p.subject >= 0 else -1,
+             "query_start": p.query_start, "demonstrations": list(a.demo_ids)}
+            for i, (f, p, a) in enumerate(zip(facts, inputs, prompted, strict=True))]
 
 
-def result_rows(rows: list[dict], handle: CaptureArtifact, tokenizer) -> list[dict]:
-    """The probe table with each probe's top-k tokens, answer rank and chosen prompt (read back)."""
+def result_rows(rows: list[dict], handle: CaptureArtifact, tokenizer, known: list[bool] | None = None) -> list[dict]:
+    """The probe table with each probe's top-k tokens, answer rank, chosen prompt (read back) and whether it is
+    known under the probe format's definition."""
     run = open_run(handle)
     ids, lps = run["logits/topk_ids"][:], run["logits/topk_logprobs"][:]
     rank, chosen = run["logits/answer_rank"][:], run["prompt/chosen"][:]
     return [{**row, "answer_rank": int(rank[i]), "answer_top1": bool(rank[i] == 0), "chosen_prompt": int(chosen[i]),
+             **({"known": known[i]} if known is not None else {}),
              "top_tokens": [tokenizer.decode([int(t)]) for t in ids[i]],
              "top_logprobs": [round(float(x), 5) for x in lps[i]]}
             for i, row in enumerate(rows)]
+
+
+def known_flags(loaded, facts: tuple[Fact, ...], pool: tuple[Fact, ...], fmt: ProbeFormat) -> list[bool]:
+    """Each probe known under ``fmt`` (answers only: distractors do not change it), as `probe eval` decides."""
+    bare = [replace(f, distractors=()) for f in facts]
+    return [is_known(s, fmt.known) for s in score_variant(loaded, bare, pool, fmt, desc="Scoring known facts")]
 
 
 def capture(spec: CaptureSpec, on_batch: BatchCallback | None = None, build: VariantBuilder | None = None) -> Path:
@@ -120,14 +133,16 @@ def _record(spec: CaptureSpec, vspec: VariantSpec, ranks: Ranks, handle: Capture
     t0 = time.perf_counter()
     loaded = load_variant(vspec)
     view = capture_view(loaded)
-    probes = load_probes(spec.probes).split(spec.split)
+    pool = load_probes(spec.probes)
+    probes = pool.split(spec.split)
     n_layers, d_model, n_heads = model_dims(view.model)
     layers = spec.check_layers(n_layers)
+    prompted = build_prompts(probes.facts, pool.facts, spec.format.shots, spec.format.template)
     n_prefix = view.prefix.n_tokens if view.prefix is not None else 0
     tok = loaded.base.tokenizer
-    inputs = encode_probes(probes.facts, tok, loaded.base.max_positions, n_prefix)
+    inputs = encode_probes(probes.facts, tok, loaded.base.max_positions, n_prefix, prompted)
     n = len(inputs)
-    layout = Layout(layers, spec.hooks, spec.positions, n, max(len(p.ids) for p in inputs), d_model, n_heads,
+    layout = Layout(layers, spec.hooks, spec.positions, n, max(p.n_stored for p in inputs), d_model, n_heads,
                     n_prefix, min(spec.full_attention, n), spec.top_k, spec.dtype)
     arrays = layout.arrays()
     size = estimate_bytes(arrays)
@@ -150,10 +165,13 @@ def _record(spec: CaptureSpec, vspec: VariantSpec, ranks: Ranks, handle: Capture
                 "key_columns": [0, n_prefix], "note": "prompt keys are attention columns 0..n-1; stored "
                 "positions index real tokens only, so they align across variants; stored attention rows are "
                 "over real keys, renormalised, with the prompt's mass in '.prompt_mass'"},
+        protocol={**spec.format.describe(), "demonstration_columns": "stored tokens 0..query_start-1 of each probe "
+                  "(probe table 'query_start') are its demonstrations: key columns of every attention row; their "
+                  "rows are not recorded (run as a cached prefix)"},
         shapes={k: list(a.shape) for k, a in arrays.items()}, estimated_bytes=size, world_size=ranks.world,
     )
     manifest["spec_hash"] = spec_hash(spec.content())
-    rows = probe_rows(probes.facts, inputs)
+    rows = probe_rows(probes.facts, inputs, prompted)
     if ranks.is_main:
         differs = changed(existing, manifest) if existing is not None else []
         if differs:
@@ -187,8 +205,9 @@ def _record(spec: CaptureSpec, vspec: VariantSpec, ranks: Ranks, handle: Capture
         missing = set(range(n_batches)) - store.done()
         if missing:
             raise ProbeError(f"{len(missing)} batches of {path} are missing: rerun the same command to resume")
+        known = known_flags(loaded, probes.facts, pool.facts, spec.format)
         manifest["seconds"] = round(time.perf_counter() - t0, 2)
-        store.finalise(manifest, result_rows(rows, handle, tok))
+        store.finalise(manifest, result_rows(rows, handle, tok, known))
         console.print(f"captured {n} probes in {manifest['seconds']:.1f} s: {path}")
     ranks.barrier()
     return path

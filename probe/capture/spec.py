@@ -6,9 +6,10 @@ depth); everything else is checked here so a bad flag fails before any model is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from probe.errors import ProbeError
+from probe.knowledge.protocol import ProbeFormat
 from probe.models.bridge import HOOKS
 from probe.runtime.spec import VariantSpec
 from probe.settings import setting
@@ -52,6 +53,7 @@ class CaptureSpec:
     variant: VariantSpec
     probes: str = setting("builtin", "'builtin' or a probe file (known_1000, LAMA, PopQA, JSONL)")
     split: str = setting("eval", "Which facts", choices=SPLITS)
+    format: ProbeFormat = field(default_factory=ProbeFormat)
     layers: tuple[int, ...] | None = setting(None, "Comma-separated layers, or all", default_text="all",
                                              parse=parse_layers)
     hooks: tuple[str, ...] = setting(HOOK_KINDS, "Comma-separated hook kinds", choices=HOOK_KINDS,
@@ -116,4 +118,5 @@ class CaptureSpec:
         return {"model": v.model.name, "variant": v.variant, "compression": v.compression, "probes": self.probes,
                 "split": self.split, "layers": self.layers, "hooks": self.hooks, "positions": self.positions,
                 "dtype": self.dtype, "batch_size": self.batch_size, "full_attention": self.full_attention,
-                "top_k": self.top_k, "model_dtype": v.model.dtype}
+                "top_k": self.top_k, "model_dtype": v.model.dtype, "shots": self.format.shots,
+                "template": self.format.template, "known": self.format.known}

@@ -18,6 +18,7 @@ from probe.config import ModelSpec
 from probe.evaluation.perplexity import heldout_text, perplexity
 from probe.evaluation.run import EvalSpec, run_eval
 from probe.knowledge.scoring import hf_logits_fn
+from probe.knowledge.status import id_transitions
 from probe.progress import track
 from probe.runtime.spec import VariantSpec
 from probe.runtime.variant import LoadedVariant
@@ -92,7 +93,7 @@ def _knowledge(loaded_original, model: torch.nn.Module, vspec: VariantSpec, reus
     res = run_eval(EvalSpec(variant=vspec), loaded=lv, reuse=reuse)
     ppl = perplexity(base.tokenizer, lv.logits_fn, heldout_text(), device=base.device)
     return {"top1_accuracy": res["top1_accuracy"], "perplexity": ppl, "known": set(res["known_ids"]),
-            "n_facts": res["n_facts"]}
+            "n_facts": res["n_facts"], "known_rate": res.get("known_rate"), "protocol": res.get("protocol")}
 
 
 def original_knowledge(loaded_original) -> dict:
@@ -114,7 +115,8 @@ def knowledge_and_perplexity(loaded_original, compressed: torch.nn.Module, label
         "n_eval_facts": var["n_facts"],
         "original_top1": orig["top1_accuracy"], "top1_accuracy": var["top1_accuracy"],
         "original_perplexity": orig["perplexity"], "perplexity": var["perplexity"],
-        "facts_forgotten": len(orig["known"] - var["known"]),
+        "protocol": var["protocol"], "original_known": orig["known_rate"], "known_rate": var["known_rate"],
+        "facts_forgotten": len(id_transitions(orig["known"], var["known"])["lost"]),
         "facts_gained": len(var["known"] - orig["known"]),
     }
 

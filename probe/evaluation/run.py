@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from probe.artifacts import build_manifest, spec_hash
 from probe.errors import ProbeError
 from probe.evaluation.perplexity import heldout_text, perplexity
 from probe.knowledge.loaders import load_probes
+from probe.knowledge.protocol import ProbeFormat
 from probe.knowledge.schema import ProbeSet, parse_relation_list
-from probe.knowledge.scoring import FactScore, score_facts
+from probe.knowledge.scoring import FactScore, score_with_format
+from probe.knowledge.status import is_known
 from probe.runtime.spec import VariantSpec, model_key
 from probe.runtime.variant import LoadedVariant, load_variant, preflight_variant
 from probe.settings import setting
@@ -26,7 +28,7 @@ class EvalSpec:
     split: str = setting("eval", "Which facts: eval, train or all")
     relations: tuple[str, ...] = setting((), "Comma-separated relation ids", default_text="every relation",
                                          parse=parse_relation_list)
-    template: int = setting(0, "Which paraphrase template to ask with")
+    format: ProbeFormat = field(default_factory=ProbeFormat)
     batch_size: int = setting(32, "Probes per forward batch", unit="probes", min=1)
     perplexity: bool = setting(False, "Also measure held-out perplexity")
 
@@ -42,19 +44,48 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def select_probes(spec: EvalSpec) -> ProbeSet:
-    probes = load_probes(spec.probes).split(spec.split)
+def select_probes(spec: EvalSpec, pool: ProbeSet | None = None) -> ProbeSet:
+    """The facts ``spec`` scores (``pool``: the whole loaded probe set, which demonstrations come from)."""
+    probes = (pool or load_probes(spec.probes)).split(spec.split)
     return probes.select_relations(spec.relations) if spec.relations else probes
+
+
+def shares_prefix(loaded: LoadedVariant) -> bool:
+    """Whether the variant may reuse a demonstration prefix's cache: not IDP, whose router reads the whole input."""
+    return loaded.method is None or loaded.method.name != "idp"
+
+
+def score_variant(loaded: LoadedVariant, facts, pool, fmt: ProbeFormat, batch_size: int = 32,
+                  desc: str | None = None) -> list[FactScore]:
+    """Score ``facts`` on ``loaded`` under the probe format ``fmt`` (demonstrations from ``pool``)."""
+    base = loaded.base
+    return score_with_format(facts, pool, base.tokenizer, loaded.logits_fn, fmt, share_prefix=shares_prefix(loaded),
+                             device=base.device, max_positions=base.max_positions, batch_size=batch_size,
+                             desc=desc or f"Scoring {len(facts)} facts ({fmt.shots}-shot)")
+
+
+def _rate(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
 
 
 def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded: LoadedVariant,
               ppl: float | None) -> dict:
     """The eval result as one JSON-able dict (the `--json` output and the saved artifact)."""
     n = len(scores)
+    fmt = spec.format
     by_rel: dict[str, list[FactScore]] = defaultdict(list)
     for s in scores:
         by_rel[s.relation].append(s)
-    known = [s.fact_id for s in scores if s.known]
+    known = [s.fact_id for s in scores if is_known(s, fmt.known)]
+
+    def detail(v: list[FactScore]) -> dict:
+        wrong = [s for s in v if s.rank != 0]
+        return {"n": len(v), "known": _rate([is_known(s, fmt.known) for s in v]), "top1": _rate([s.known for s in v]),
+                "full_answer": _rate([s.exact_match for s in v]), "mc": _rate([s.mc_correct for s in v]),
+                "exact_match": _rate([s.exact_match for s in v]),
+                "wrong_copies_demo": _rate([s.copies_demo for s in wrong])}
+
+    n_top1 = sum(s.known for s in scores)
     return {
         "model": model_key(spec.variant.model),
         "variant": spec.variant.variant,
@@ -65,22 +96,22 @@ def summarise(scores: list[FactScore], spec: EvalSpec, probes: ProbeSet, loaded:
         "split": spec.split,
         "relations": list(spec.relations),
         "with_perplexity": spec.perplexity,
-        "template": spec.template,
+        "template": fmt.template,
+        "protocol": fmt.describe(),
         "n_facts": n,
         "n_relations": len(by_rel),
-        "top1_accuracy": len(known) / n,
-        "top1_ci95": wilson_interval(len(known), n),
+        "known_definition": fmt.known,
+        "known_rate": len(known) / n,
+        "known_ci95": wilson_interval(len(known), n),
+        "top1_accuracy": n_top1 / n,
+        "top1_ci95": wilson_interval(n_top1, n),
         "mc_accuracy": sum(s.mc_correct for s in scores) / n,
         "mc_norm_accuracy": sum(s.mc_norm_correct for s in scores) / n,
         "exact_match": sum(s.exact_match for s in scores) / n,
+        "wrong_copies_demo": detail(scores)["wrong_copies_demo"],
         "perplexity": ppl,
         "per_relation": {r: sum(s.known for s in v) / len(v) for r, v in sorted(by_rel.items())},
-        "per_relation_detail": {
-            r: {"n": len(v), "top1": sum(s.known for s in v) / len(v),
-                "mc": sum(s.mc_correct for s in v) / len(v),
-                "exact_match": sum(s.exact_match for s in v) / len(v)}
-            for r, v in sorted(by_rel.items())
-        },
+        "per_relation_detail": {r: detail(v) for r, v in sorted(by_rel.items())},
         "known_ids": known,
         **loaded.annotate(probes.facts),
         "parents": loaded.parents,
@@ -94,6 +125,14 @@ def result_artifact(result: dict) -> EvalArtifact:
                                         probes_label(result), result["template"])
 
 
+def format_label(protocol: dict | None) -> str:
+    """The probe format's part of a result name: empty for the default format (the names stay), else
+    ``-<k>shot-<known>`` (a result saved before the format existed was zero-shot, first-token)."""
+    p = protocol or {"shots": 0, "known": "first_token"}
+    default = ProbeFormat()
+    return "" if (p["shots"], p["known"]) == (default.shots, default.known) else f"-{p['shots']}shot-{p['known']}"
+
+
 def probes_label(result: dict) -> str:
     """The probe part of a result's file name: the probe set's name (``name:split``) and, unless it is the whole
     built-in set, a short hash of the probe file's resolved path and the relations, so that results of another
@@ -103,6 +142,7 @@ def probes_label(result: dict) -> str:
     label = result["probes"]
     if source != "builtin" or relations:
         label += f"-{spec_hash({'source': source, 'relations': relations}, 8)}"
+    label += format_label(result.get("protocol"))
     return label + ("-ppl" if result.get("with_perplexity") else "")  # a run without it keeps the measured one
 
 
@@ -123,7 +163,7 @@ def saved_result(spec: EvalSpec, parents: dict[str, str]) -> dict | None:
     artifact = result_artifact({"model": model_key(v.model), "variant": v.variant, "compression": v.compression,
                                 "probes": probe_set_name(spec), "probe_source": probe_source(spec),
                                 "relations": spec.relations, "with_perplexity": spec.perplexity,
-                                "template": spec.template})
+                                "template": spec.format.template, "protocol": spec.format.describe()})
     try:
         saved = artifact.read()
     except ProbeError as exc:  # a damaged saved result is recomputed (and overwritten)
@@ -145,12 +185,11 @@ def run_eval(spec: EvalSpec, loaded: LoadedVariant | None = None, reuse: bool = 
         return saved
     if loaded is None:
         preflight_variant(spec.variant)
-    probes = select_probes(spec)
+    pool = load_probes(spec.probes)
+    probes = select_probes(spec, pool)
     loaded = loaded or load_variant(spec.variant)
     base = loaded.base
-    scores = score_facts(probes.facts, base.tokenizer, loaded.logits_fn, device=base.device,
-                         max_positions=base.max_positions, template=spec.template,
-                         batch_size=spec.batch_size, desc=f"Scoring {len(probes)} facts")
+    scores = score_variant(loaded, probes.facts, pool.facts, spec.format, spec.batch_size)
     ppl = None
     if spec.perplexity:
         ppl = perplexity(base.tokenizer, loaded.logits_fn, heldout_text(), device=base.device)

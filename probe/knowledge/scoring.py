@@ -9,17 +9,25 @@ continuation's length in characters, as lm-eval does.
 
 The model is reached through a :class:`LogitsFn`, so prompt-based variants (soft prompt,
 prefix, IDP) plug in by returning logits aligned to the real tokens only.
+
+Few-shot facts (:class:`~probe.knowledge.protocol.Prompted`) share their relation's
+demonstration prefix: it is encoded once (token ids of the prefix text, then the query's own
+ids), its key/value cache is computed once and expanded over every batch of facts using it.
+``share_prefix=False`` runs prefix and query as one sequence instead (IDP, whose router must see
+the whole input); both give the same scores up to float rounding (tested).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
+from transformers import DynamicCache
 
 from probe.errors import ProbeError
+from probe.knowledge.protocol import ProbeFormat, Prompted, build_prompts
 from probe.knowledge.schema import Fact
 from probe.progress import track
 
@@ -54,7 +62,10 @@ def hf_logits_fn(model: torch.nn.Module) -> LogitsFn:
 
 @dataclass(frozen=True)
 class FactScore:
-    """Per-fact result. ``known`` means an acceptable answer's first token is top-1."""
+    """Per-fact result. ``known`` is the first-token definition (rank 0); the protocol's definition, the one
+    every stage uses, is :func:`probe.knowledge.status.is_known`. ``copies_demo``: the top token is the first
+    token of one of the fact's demonstration answers (not its own). ``template_matches``: full-answer match
+    under each template (filled only for the ``robust`` definition)."""
 
     fact_id: str
     relation: str
@@ -66,6 +77,8 @@ class FactScore:
     mc_correct: bool
     mc_norm_correct: bool
     prediction: str
+    copies_demo: bool = False
+    template_matches: tuple[bool, ...] = ()
 
     @property
     def known(self) -> bool:
@@ -74,10 +87,12 @@ class FactScore:
 
 @dataclass(frozen=True)
 class _Item:
-    """One fact's prompt and the token ids of each continuation."""
+    """One fact's demonstration prefix (shared, maybe empty), query prompt and each continuation's token ids."""
 
+    prefix: tuple[int, ...]
     prompt: tuple[int, ...]
     conts: tuple[tuple[int, ...], ...]
+    demo_first: frozenset[int] = frozenset()
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -93,21 +108,37 @@ def _continuations(fact: Fact) -> list[str]:
     return [*fact.answers, *fact.distractors]
 
 
-def encode_facts(facts: Sequence[Fact], tokenizer, template: int, max_positions: int) -> list[_Item]:
-    """Every fact's prompt and continuations as token ids, checked against the context length."""
+def encode_facts(facts: Sequence[Fact], tokenizer, template: int, max_positions: int,
+                 prompted: Sequence[Prompted] | None = None) -> list[_Item]:
+    """Every fact's prefix, prompt and continuations as token ids, checked against the context length.
+
+    Without demonstrations the prompt is tokenised with the tokenizer's special tokens; with them the
+    prefix carries the special tokens and the query follows with its own ids, as one text would.
+    """
+    prompted = prompted if prompted is not None else build_prompts(facts, (), 0, template)
     items = []
-    for fact in facts:
-        prompt = fact.prompt_for(template)
+    prefixes: dict[str, tuple[int, ...]] = {}
+    for fact, asked in zip(facts, prompted, strict=True):
+        prompt = asked.query
         pairs = [encode_pair(tokenizer, prompt, c) for c in _continuations(fact)]
-        longest = max(len(ctx) + len(ans) for ctx, ans in pairs)
+        prefix = ()
+        if asked.prefix:
+            if asked.prefix not in prefixes:
+                prefixes[asked.prefix] = tuple(tokenizer(asked.prefix, add_special_tokens=True).input_ids)
+            prefix = prefixes[asked.prefix]
+        longest = len(prefix) + max(len(ctx) + len(ans) for ctx, ans in pairs)
         if longest > max_positions:
-            raise ProbeError(f"fact {fact.id!r}: prompt and answer are {longest} tokens, "
-                             f"longer than the model's context of {max_positions}: shorten the prompt")
+            raise ProbeError(f"fact {fact.id!r}: demonstrations, prompt and answer are {longest} tokens, "
+                             f"longer than the model's context of {max_positions}: shorten the prompt or lower --shots")
         # lm-eval style splits can differ per continuation when tokens merge at the boundary;
         # the prompt is shared, so such continuations are re-split after the common prompt.
         ctx = pairs[0][0]
         conts = tuple(tuple(c[len(ctx):] + a) if c[: len(ctx)] == ctx else tuple(a) for c, a in pairs)
-        items.append(_Item(tuple(ctx), conts))
+        if prefix:
+            own = tokenizer(prompt, add_special_tokens=False).input_ids
+            ctx = ctx[len(ctx) - len(own):] if ctx[len(ctx) - len(own):] == own else own
+        demo_first = frozenset(encode_pair(tokenizer, prompt, a)[1][0] for a in asked.demo_answers)
+        items.append(_Item(prefix, tuple(ctx), conts, demo_first))
     return items
 
 
@@ -121,28 +152,56 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
+def _repeat_cache(cache: Any, b: int) -> DynamicCache:
+    """A fresh cache holding ``cache``'s single row for each of ``b`` rows (views: no copy until appended to)."""
+    return DynamicCache(ddp_cache_data=[(layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1))
+                                        for layer in cache.layers])
+
+
+def _batches(items: list[_Item], batch_size: int, share_prefix: bool) -> list[list[int]]:
+    """Batches of item indices, by length; with ``share_prefix`` each batch has one prefix."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, item in enumerate(items):
+        groups.setdefault(item.prefix if share_prefix else (), []).append(k)
+    out = []
+    for members in groups.values():
+        order = sorted(members, key=lambda k: len(items[k].prefix) + len(items[k].prompt))
+        out += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return out
+
+
 @torch.no_grad()
 def _run(items: list[_Item], logits_fn: LogitsFn, pad_id: int, device: torch.device, batch_size: int,
-         desc: str) -> list[tuple[torch.Tensor, list[tuple[list[float], list[bool]]]]]:
+         desc: str, share_prefix: bool = True) -> list[tuple[torch.Tensor, list[tuple[list[float], list[bool]]]]]:
     """Per fact: log-probs at the prompt end, and per continuation its token log-probs and argmax hits.
 
-    Each prompt runs once; its cache is shared by all of that fact's continuations.
+    Each prompt runs once; its cache is shared by all of that fact's continuations, and (``share_prefix``)
+    each demonstration prefix runs once, its cache shared by every batch of facts behind it.
     """
-    order = sorted(range(len(items)), key=lambda k: len(items[k].prompt))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     out: list = [None] * len(items)
-    for batch in track(batches, desc):
-        p_ids, p_mask = _pad([items[k].prompt for k in batch], pad_id)
-        logits, past = logits_fn(p_ids.to(device), p_mask.to(device), use_cache=True)
-        last = torch.tensor([len(items[k].prompt) - 1 for k in batch])
-        prompt_logp = torch.log_softmax(logits[torch.arange(len(batch)), last.to(logits.device)].float(), -1).cpu()
+    prefix_cache: dict[tuple[int, ...], Any] = {}
+    for batch in track(_batches(items, batch_size, share_prefix), desc):
+        prefix = items[batch[0]].prefix if share_prefix else ()
+        b = len(batch)
+        past = None
+        if prefix:
+            if prefix not in prefix_cache:
+                p = torch.tensor([prefix], device=device)
+                prefix_cache = {prefix: logits_fn(p, torch.ones_like(p), use_cache=True)[1]}
+            past = _repeat_cache(prefix_cache[prefix], b)
+        prompts = [items[k].prompt if share_prefix else items[k].prefix + items[k].prompt for k in batch]
+        p_ids, p_mask = _pad(prompts, pad_id)
+        p_mask = torch.cat([torch.ones(b, len(prefix), dtype=torch.long), p_mask], dim=1)
+        logits, past = logits_fn(p_ids.to(device), p_mask.to(device), past=past, use_cache=True)
+        last = torch.tensor([len(r) - 1 for r in prompts])
+        prompt_logp = torch.log_softmax(logits[torch.arange(b), last.to(logits.device)].float(), -1).cpu()
         rows = [(r, c) for r, k in enumerate(batch) for c in items[k].conts]
         owner = torch.tensor([r for r, _ in rows])
         past.batch_select_indices(owner.to(device))
         c_ids, c_mask = _pad([c for _, c in rows], pad_id)
         mask = torch.cat([p_mask[owner], c_mask], dim=1)
         c_logp = torch.log_softmax(logits_fn(c_ids.to(device), mask.to(device), past=past)[0].float(), -1).cpu()
-        results: dict[int, list] = {r: [] for r in range(len(batch))}
+        results: dict[int, list] = {r: [] for r in range(b)}
         for i, (r, cont) in enumerate(rows):
             # token 0 is predicted at the prompt's end; token j>0 at continuation position j-1
             dists = torch.cat([prompt_logp[r: r + 1], c_logp[i, : len(cont) - 1]], dim=0)
@@ -156,13 +215,14 @@ def _run(items: list[_Item], logits_fn: LogitsFn, pad_id: int, device: torch.dev
 
 def score_facts(facts: Sequence[Fact], tokenizer, logits_fn: LogitsFn, *, device: torch.device | str = "cpu",
                 max_positions: int = 2048, template: int = 0, batch_size: int = 32,
-                desc: str = "Scoring facts") -> list[FactScore]:
-    """Score every fact; see the module docstring for each metric's definition."""
+                desc: str = "Scoring facts", prompted: Sequence[Prompted] | None = None,
+                share_prefix: bool = True) -> list[FactScore]:
+    """Score every fact (asked as ``prompted``, default zero-shot under ``template``); see the module docstring."""
     if not facts:
         raise ProbeError("no facts to score: check the probe file and the --split/--relations filters")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    items = encode_facts(facts, tokenizer, template, max_positions)
-    res = _run(items, logits_fn, pad_id, torch.device(device), batch_size, desc)
+    items = encode_facts(facts, tokenizer, template, max_positions, prompted)
+    res = _run(items, logits_fn, pad_id, torch.device(device), batch_size, desc, share_prefix)
     scores = []
     for fact, item, (prompt_logp, conts) in zip(facts, items, res, strict=True):
         n_ans = len(fact.answers)
@@ -179,5 +239,29 @@ def score_facts(facts: Sequence[Fact], tokenizer, logits_fn: LogitsFn, *, device
             mc_correct=bool(fact.distractors) and max(range(len(choice_lp)), key=choice_lp.__getitem__) == 0,
             mc_norm_correct=bool(fact.distractors) and max(range(len(norm)), key=norm.__getitem__) == 0,
             prediction=tokenizer.decode([int(prompt_logp.argmax())]),
+            copies_demo=int(prompt_logp.argmax()) in item.demo_first - {c[0] for c in item.conts[:n_ans]},
         ))
     return scores
+
+
+def score_with_format(facts: Sequence[Fact], pool: Sequence[Fact], tokenizer, logits_fn: LogitsFn,
+                      fmt: ProbeFormat, *, share_prefix: bool = True, desc: str = "Scoring facts",
+                      **kwargs: Any) -> list[FactScore]:
+    """Score ``facts`` asked as ``fmt`` says (demonstrations from ``pool``'s train split); for the ``robust``
+    definition also under every other template, filling ``template_matches``."""
+    prompted = build_prompts(facts, pool, fmt.shots, fmt.template)
+    scores = score_facts(facts, tokenizer, logits_fn, template=fmt.template, prompted=prompted,
+                         share_prefix=share_prefix, desc=desc, **kwargs)
+    if fmt.known != "robust":
+        return scores
+    matches = {s.fact_id: {fmt.template: s.exact_match} for s in scores}
+    for t in range(max(len(f.prompts) for f in facts)):
+        some = [f for f in facts if t < len(f.prompts)]
+        if t == fmt.template or not some:
+            continue
+        again = score_facts(some, tokenizer, logits_fn, template=t, share_prefix=share_prefix,
+                            prompted=build_prompts(some, pool, fmt.shots, t, warn=False),
+                            desc=f"{desc} (template {t})", **kwargs)
+        for s in again:
+            matches[s.fact_id][t] = s.exact_match
+    return [replace(s, template_matches=tuple(m for _, m in sorted(matches[s.fact_id].items()))) for s in scores]

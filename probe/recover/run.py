@@ -45,6 +45,7 @@ from probe.corpus import load_text
 from probe.errors import ProbeError
 from probe.evaluation.run import EvalSpec, run_eval
 from probe.knowledge.scoring import hf_logits_fn
+from probe.knowledge.status import id_transitions
 from probe.models.load import LoadedModel, load_model, preflight
 from probe.progress import console, status
 from probe.recover.data import build_data
@@ -91,14 +92,16 @@ def eval_variant(variant: LoadedVariant, reuse: bool = False) -> dict:
 def summarise_eval(results: dict[str, dict]) -> dict:
     """Eval-split top-1 of original / compressed / recovered and the facts the recovery brought back."""
     known = {name: set(r["known_ids"]) for name, r in results.items()}
-    lost = known["original"] - known["compressed"]
-    regained = lost & known["recovered"]
+    moves = id_transitions(known["original"], known["compressed"], known["recovered"])
+    lost, regained = moves["lost"], moves["regained"]
     return {
+        "protocol": results["recovered"].get("protocol"),
+        "known": {name: r.get("known_rate") for name, r in results.items()},
         "n_facts": results["original"]["n_facts"],
         "top1": {name: r["top1_accuracy"] for name, r in results.items()},
         "per_relation": {name: r["per_relation"] for name, r in results.items()},
         "n_lost": len(lost), "n_regained": len(regained),
-        "n_newly_broken": len(known["compressed"] - known["recovered"]),
+        "n_newly_broken": len(moves["newly_broken"]),
         "regained_ids": sorted(regained),
     }
 

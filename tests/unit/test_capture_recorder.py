@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,11 +12,12 @@ import probe.capture.run as capture_run
 from probe.capture.run import capture
 from probe.capture.store import open_run
 from probe.knowledge.loaders import load_probes
+from probe.knowledge.protocol import ProbeFormat, build_prompts
 from probe.knowledge.scoring import hf_logits_fn, score_facts
 from probe.models.tiny import build_tiny_llama
 from probe.runtime.kv_prefix import KVPrefix, prefix_from_embeddings
 from probe.runtime.variant import CaptureView
-from tests.unit.test_capture_helpers import build_capture_cfg, probe_file
+from tests.unit.test_capture_helpers import FACTS, build_capture_cfg, probe_file
 
 N_LAYERS = 4
 
@@ -143,3 +146,50 @@ def test_layout_only_has_requested_arrays(artifacts, tmp_path, positions):
     expected = {f"{p}/blocks.{la}.hook_mlp_out" for p in positions for la in (1, 3)}
     expected |= {f"{p}/blocks.{la}.attn.hook_pattern" for p in positions if p != "all" for la in (1, 3)}
     assert hooked == expected
+
+
+def _few_shot_file(tmp_path):
+    """Capital and currency facts, interleaved (batches mix demonstration prefixes), half of them train."""
+    money = [("Japan", "yen"), ("India", "rupee"), ("Mexico", "peso"), ("Russia", "ruble"), ("Korea", "won"),
+             ("China", "yuan"), ("Poland", "zloty"), ("Brazil", "real")]
+    rows = []
+    for i, ((s, p, a), (c, m)) in enumerate(zip(FACTS, money, strict=False)):
+        split = "train" if i % 2 else "eval"
+        rows.append({"id": f"cap:{s}", "subject": s, "prompt": p, "answer": a, "relation": "capital", "split": split})
+        rows.append({"id": f"cur:{c}", "subject": c, "prompt": f"The currency of {c} is the", "answer": m,
+                     "relation": "currency", "split": split})
+    path = tmp_path / "few.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_few_shot_capture_reuses_the_demonstration_cache_and_equals_the_full_sequence(artifacts, tmp_path):
+    spec = build_capture_cfg(_few_shot_file(tmp_path), split="eval", format=ProbeFormat(shots=2),
+                             batch_size=3, full_attention=3)
+    run = open_run(capture(spec))
+    ref = hf_reference(run)  # one unpadded forward over the stored tokens: demonstrations + query
+    assert run.manifest["protocol"]["shots"] == 2
+    for i, row in enumerate(run.probes):
+        t, last, q0 = row["n_tokens"], row["last"], row["query_start"]
+        assert q0 > 0 and len(row["demonstrations"]) == 2 and last == t - 1 and q0 <= row["subject_pos"] < last
+        assert isinstance(row["known"], bool)
+        for layer in range(N_LAYERS - 1):
+            hs = ref[i].hidden_states[layer + 1][0].numpy()
+            np.testing.assert_allclose(run[f"last/blocks.{layer}.hook_resid_post"][i], hs[last], atol=1e-4)
+            np.testing.assert_allclose(run[f"subject/blocks.{layer}.hook_resid_post"][i], hs[row["subject_pos"]],
+                                       atol=1e-4)
+            stored = run[f"all/blocks.{layer}.hook_resid_post"][i]
+            np.testing.assert_allclose(stored[q0:t], hs[q0:], atol=1e-4)
+            assert not stored[:q0].any() and not stored[t:].any()  # demonstration rows are not recorded
+        for layer in range(N_LAYERS):
+            att = ref[i].attentions[layer][0].numpy()
+            np.testing.assert_allclose(run[f"last/blocks.{layer}.attn.hook_pattern"][i][:, :t], att[:, last],
+                                       atol=1e-4)
+            if i < 3:
+                np.testing.assert_allclose(run[f"full/blocks.{layer}.attn.hook_pattern"][i][:, q0:t, :t],
+                                           att[:, q0:], atol=1e-4)
+    model, tok = build_tiny_llama()
+    pool = load_probes(spec.probes)
+    facts = pool.split("eval").facts
+    scores = score_facts(facts, tok, hf_logits_fn(model), prompted=build_prompts(facts, pool.facts, 2))
+    assert [p["answer_rank"] for p in run.probes] == [s.rank for s in scores]  # the capture asks as eval does

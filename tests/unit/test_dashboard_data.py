@@ -54,10 +54,11 @@ def test_experiment_lists_complete_variant_captures_and_its_analysis(exp):
 
 def test_attention_is_the_full_map_or_the_last_row_and_heads_average(root, exp):
     run = exp.runs["original"]
-    n = data.probes(root, MODEL, run)[0]["n_tokens"]
+    n, q0 = data.probes(root, MODEL, run)[0]["n_tokens"], data.probes(root, MODEL, run)[0].get("query_start", 0)
     full, kind = data.attention(root, MODEL, run, 2, -1, 0)
     assert kind == "full" and full.shape == (n, n)
-    np.testing.assert_allclose(np.tril(full).sum(1), 1, atol=1e-5)  # causal rows of a softmax
+    np.testing.assert_allclose(np.tril(full)[q0:].sum(1), 1, atol=1e-5)  # causal rows of a softmax (the query's)
+    assert not full[:q0].any()  # demonstration rows run as a cached prefix: not recorded
     heads = np.stack([data.attention(root, MODEL, run, 2, h, 0)[0] for h in range(4)])
     np.testing.assert_allclose(heads.mean(0), full, atol=1e-6)
     last, kind = data.attention(root, MODEL, run, 2, 1, N_FULL + 1)
