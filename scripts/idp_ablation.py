@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--total-tokens", type=int, default=32, help="pool length m × n (and the long baseline)")
     ap.add_argument("--routers", default="bias,softmax,em,fixed")
     ap.add_argument("--pool-sizes", default="4,2,8")
+    ap.add_argument("--idp-init", default=None, help="skip the start measurements and use this IDP init")
     ap.add_argument("--out", default="benchmarks/results/idp_ablation.json")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -93,7 +94,7 @@ def main() -> None:
                "held_out_last": result.curves["heldout"]["kl"][-1], "best_step": result.best_step,
                "tokens": result.tokens_seen, "seconds": round(time.perf_counter() - t0, 1)}
         if spec.method == "idp":
-            row.update(routing_report(adapter, teacher, held))
+            row.update(routing_report(adapter, teacher, held), options=vars(spec.idp_options()))
         out["rows"].append(row)
         save()
         print(json.dumps(row), flush=True)
@@ -102,19 +103,23 @@ def main() -> None:
     # 1. start: no prompt, prompt inits, IDP inits
     with torch.no_grad():
         out["start"]["compressed"] = held_out_loss(lambda i, m: plain(i, m)[0], teacher, held)
-        for init in ("text", "eos"):
+    if args.idp_init:
+        out["start"]["skipped"] = f"--idp-init {args.idp_init}"
+    with torch.no_grad():
+        inits = () if args.idp_init else ("text", "eos")
+        for init in inits:
             spec = replace(base, init_from=init, n_tokens=args.total_tokens)
             method = get_method("prompt")
             adapter = method.create(student.model, student.tokenizer, spec)
             out["start"][f"prompt{args.total_tokens}_{init}"] = held_out_loss(method.student(adapter), teacher, held)
-        for init in ("kmeans", "eos"):
+        for init in () if args.idp_init else ("kmeans", "eos"):
             spec = replace(base, method="idp", idp_m=4, n_tokens=args.total_tokens // 4, idp_init=init,
                            idp_router="fixed")
             method = get_method("idp")
             method.prepare(original.model, data, spec)
             adapter = method.create(student.model, student.tokenizer, spec)
             out["start"][f"idp4_{init}"] = held_out_loss(method.student(adapter), teacher, held)
-    idp_init = "eos" if out["start"]["idp4_eos"] <= out["start"]["idp4_kmeans"] else "kmeans"
+    idp_init = args.idp_init or ("eos" if out["start"]["idp4_eos"] <= out["start"]["idp4_kmeans"] else "kmeans")
     out["idp_init"] = idp_init
     save()
     print(json.dumps(out["start"]), "IDP init:", idp_init, flush=True)
@@ -127,7 +132,7 @@ def main() -> None:
             run(spec, {"method": "idp", "router": router, "m": m, "n": n})
         if m == sizes[0]:  # equal-length baselines
             for n_tok in (n, args.total_tokens):
-                run(replace(base, n_tokens=n_tok, init_from="eos"), {"method": "prompt", "router": "-", "m": 1,
+                run(replace(base, n_tokens=n_tok), {"method": "prompt", "router": "-", "m": 1,
                                                                       "n": n_tok})
     print(table(out))
 

@@ -90,8 +90,8 @@ class RecoverSpec:
     text_tokens: int | None = setting(None, "New tokens per self-generated text", unit="tokens",
                                       default_text=_preset("text_tokens"))
     heldout_fraction: float = setting(0.1, "Share of windows held out for the loss report")
-    init_from: str = setting("eos", "Prompt/prefix initialisation: the end-of-text token (close to no prompt) "
-                                    "or --init-text", choices=INIT_FROM)
+    init_from: str = setting("text", "Prompt/prefix initialisation: --init-text, or the end-of-text token repeated "
+                                     "(measured worse on SmolLM2: README, Recovery methods)", choices=INIT_FROM)
     init_text: str = setting("Recall the facts you know and complete the sentence with the correct, well-known "
                              "answer. Think about people, places, science, history and language.",
                              "Text whose embeddings (prompt) or KV (prefix) initialise the virtual tokens")

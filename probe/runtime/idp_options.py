@@ -39,9 +39,9 @@ class IDPOptions:
                           choices=ROUTERS)
     init: str = setting("kmeans", "IDP: prompt initialisation (eos = the end-of-text embedding plus small noise)",
                         choices=INITS)
-    temperature: float = setting(0.1, "IDP: router temperature (score = log attention mass / temperature)")
+    temperature: float = setting(1.0, "IDP: router temperature (score = log attention mass / temperature)")
     balance: float = setting(0.01, "IDP softmax router: weight of the Switch load-balancing loss")
-    bias_rate: float = setting(0.02, "IDP bias router: bias step per training step towards even usage")
+    bias_rate: float = setting(0.05, "IDP bias router: bias step per training step towards even usage")
 
     def __post_init__(self) -> None:
         if self.m < 1 or self.n < 1:
