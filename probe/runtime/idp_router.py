@@ -15,6 +15,9 @@ public code exists; every unknown is an explicit option here, recorded in the ma
   a deeper layer costs a partial pass of the input alone through the layers below it.
 * **Routing** ``attention`` (above) or ``centroid``: nearest k-means centroid of the input's
   mean hidden state at ``select_layer``.
+* **Router** (:class:`IDPRouter`): the argmax of log score / temperature + a per-prompt bias, the
+  same function in training and at inference; how it learns is ``IDPOptions.router``
+  (:mod:`probe.runtime.idp_options`).
 * **Forward**: the input then runs with only the winner's cache visible — by construction
   identical to running with that prompt prepended alone; generation keeps only that prompt
   in the KV cache.
