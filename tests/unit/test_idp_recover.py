@@ -31,6 +31,11 @@ def test_idp_trains_saves_and_reloads_as_a_variant(trained):
     assert (m, n) == (4, 1) and manifest["spec"]["method"] == "idp"
     assert manifest["trainable_parameters"] == m * n * 64 + m  # prompts and the bias router's bias
     assert manifest["extra_kv_positions"] == n
+    # the held-out KL reported is the inference router's: the routing report (IDPRouter) gives the same number
+    report = manifest["report"]
+    assert report["held_out_router"] == pytest.approx(manifest["held_out_after"], rel=1e-4)
+    assert report["held_out_oracle"] <= report["held_out_router"] and report["n_windows"] == manifest["data"][
+        "n_held_out"]
     # every training window was routed to exactly one prompt
     assert sum(config["train_usage"]) == 3 * manifest["spec"]["batch_size"]
 
