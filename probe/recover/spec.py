@@ -125,8 +125,10 @@ class RecoverSpec:
                      "sweep_steps", "seeds"):
             if getattr(self, name) <= 0:
                 raise ProbeError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if not self.lr > 0 or not all(lr > 0 for lr in self.lr_sweep):
-            raise ProbeError(f"--lr and --lr-sweep must be > 0, got {self.lr} and {self.lr_sweep}")
+        if not self.lr > 0:
+            raise ProbeError(f"--lr must be > 0, got {self.lr}")
+        if not all(lr > 0 for lr in self.lr_sweep):
+            raise ProbeError(f"every --lr-sweep rate must be > 0, got {self.lr_sweep}")
         object.__setattr__(self, "lr_sweep", tuple(float(lr) for lr in self.lr_sweep))
         if self.schedule not in SCHEDULES:
             raise ProbeError(f"unknown --schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
