@@ -144,8 +144,9 @@ def table(out: dict) -> str:
     for r in out["rows"]:
         if r["method"] == "idp":
             lo, hi = r["router_accuracy_ci95"]
+            entropy = r["usage_entropy"] + 0.0  # no "-0.00"
             lines.append(f"| idp | {r['router']} | {r['m']} × {r['n']} | {r['held_out']:.4f} | "
-                         f"{r['held_out_oracle']:.4f} | {r['held_out_best_single']:.4f} | {r['usage_entropy']:.2f} | "
+                         f"{r['held_out_oracle']:.4f} | {r['held_out_best_single']:.4f} | {entropy:.2f} | "
                          f"{r['max_share']:.2f} | {r['router_accuracy']:.2f} [{lo:.2f}, {hi:.2f}] | "
                          f"{r['chance']:.2f} |")
         else:

@@ -26,7 +26,7 @@ def usage_stats(choice: torch.Tensor, m: int) -> dict:
     """Usage share per prompt, its normalised entropy and the largest share."""
     share = torch.bincount(choice, minlength=m).double() / max(1, len(choice))
     nz = share[share > 0]
-    entropy = float(-(nz * nz.log()).sum() / torch.log(torch.tensor(float(m)))) if m > 1 else 1.0
+    entropy = max(0.0, float(-(nz * nz.log()).sum() / torch.log(torch.tensor(float(m))))) if m > 1 else 1.0
     return {"usage": share.tolist(), "usage_entropy": entropy, "max_share": float(share.max())}
 
 

@@ -35,7 +35,7 @@ class IDPOptions:
     statistic: str = setting("mean", "IDP: attention mass statistic", choices=STATISTICS)
     routing: str = setting("attention", "IDP: the selection score (attention mass, or nearest k-means centroid)",
                            choices=ROUTINGS)
-    router: str = setting("bias", "IDP: how the router learns (fixed = untrained; see probe/runtime/idp_options.py)",
+    router: str = setting("softmax", "IDP: how the router learns (fixed = untrained; see probe/runtime/idp_options.py)",
                           choices=ROUTERS)
     init: str = setting("kmeans", "IDP: prompt initialisation (eos = the end-of-text embedding plus small noise)",
                         choices=INITS)

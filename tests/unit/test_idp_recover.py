@@ -29,7 +29,8 @@ def test_idp_trains_saves_and_reloads_as_a_variant(trained):
     manifest = json.loads((trained / "manifest.json").read_text())
     m, n = config["options"]["m"], config["options"]["n"]
     assert (m, n) == (4, 1) and manifest["spec"]["method"] == "idp"
-    assert manifest["trainable_parameters"] == m * n * 64 + m  # prompts and the bias router's bias
+    bias = m if config["options"]["router"] == "bias" else 0  # the bias router's bias counts too
+    assert manifest["trainable_parameters"] == m * n * 64 + bias
     assert manifest["extra_kv_positions"] == n
     # the held-out KL reported is the inference router's: the routing report (IDPRouter) gives the same number
     report = manifest["report"]
