@@ -11,7 +11,12 @@ batch of eval-split probe prompts, interleaved, medians over repeats:
   would undo the compression; this is the deployment cost the paper compares against).
 
 Measured: forward latency of the batch (prefill) and per-token latency of greedy generation
-with a KV cache (16 new tokens), and extra parameters. Prints ratios; saves JSON under
+with a KV cache (16 new tokens), and extra parameters. LoRA is injected into the shared model, so
+every other variant runs inside ``disable_adapter()`` (its LoRA branches skipped).
+
+``--contexts 128,512,1024`` adds the case where the paper's latency claim could hold: **batch 1**,
+one long input (that many random tokens), prefill and per-token generation with a KV cache, IDP
+(routing + its 8-token prefix) against unmerged LoRA; ratios per context length. Prints ratios; saves JSON under
 ``benchmarks/results/idp.json``. Run: ``.venv/bin/python benchmarks/bench_idp.py [--repeats 7]``.
 """
 
@@ -60,6 +65,16 @@ def greedy(fn, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> float:
     return (time.perf_counter() - start) / new_tokens
 
 
+def without_lora(lora, fn):
+    """``fn`` run with the shared model's LoRA branches switched off."""
+
+    def run(*a, **kw):
+        with lora.disable_adapter():
+            return fn(*a, **kw)
+
+    return run
+
+
 def median_time(f: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -74,6 +89,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--contexts", default="", help="batch-1 context lengths, e.g. 128,512,1024")
     args = ap.parse_args()
     torch.manual_seed(0)
     variant = variant_artifact(ModelSpec("smollm2-135m"), "gptq3")
@@ -109,6 +125,7 @@ def main() -> None:
     fns["prompt_peft"] = prompt_peft
     lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                             init_lora_weights=False)).eval()
+    fns = {name: without_lora(lora, fn) for name, fn in fns.items()}
     fns["lora"] = hf_logits_fn(lora)
     params = {"idp": pool.numel(), "prompt": vocab.numel(), "prompt_peft": vocab.numel(),
               "lora": sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n)}
@@ -132,6 +149,25 @@ def main() -> None:
         "idp_vs_lora_per_token": res["idp"]["per_token_s"] / res["lora"]["per_token_s"],
         "idp_over_lora_params": params["idp"] / params["lora"],
     }
+    batch1 = {}
+    for n_ctx in [int(c) for c in args.contexts.split(",") if c]:
+        gen_ctx = torch.Generator().manual_seed(n_ctx)
+        long_ids = torch.randint(100, model.config.vocab_size, (1, n_ctx), generator=gen_ctx)
+        one = torch.ones_like(long_ids)
+        row: dict[str, dict] = {}
+        with torch.no_grad():
+            for name in ("idp", "lora"):
+                fn = fns[name]
+                greedy(fn, long_ids, one, 2)  # warm-up
+                prefill = [median_time(lambda fn=fn, x=long_ids, m=one: fn(x, m), 1) for _ in range(args.repeats)]
+                row[name] = {"prefill_s": statistics.median(prefill),
+                             "per_token_s": statistics.median(
+                                 [greedy(fn, long_ids, one, args.new_tokens) for _ in range(args.repeats)])}
+        row["idp_vs_lora_prefill"] = row["idp"]["prefill_s"] / row["lora"]["prefill_s"]
+        row["idp_vs_lora_per_token"] = row["idp"]["per_token_s"] / row["lora"]["per_token_s"]
+        batch1[n_ctx] = row
+        print(f"batch 1, {n_ctx} tokens: IDP/LoRA prefill {row['idp_vs_lora_prefill']:.3f}, "
+              f"per token {row['idp_vs_lora_per_token']:.3f}")
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                "threads": torch.get_num_threads()}
     print(f"model: smollm2-135m ({source}); batch {args.batch} probes; {args.repeats} repeats; {machine}")
@@ -142,7 +178,7 @@ def main() -> None:
         print(f"{k:<30}{v:8.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"source": source, "machine": machine, "results": res, "ratios": ratios,
-                                   "args": vars(args)}, indent=2))
+                                   "batch1": batch1, "args": vars(args)}, indent=2))
 
 
 if __name__ == "__main__":

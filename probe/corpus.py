@@ -7,6 +7,10 @@ a fixed seed. The seeds deliberately avoid the fact-completion shape of knowledg
 ("The capital of France is"). Generated text is cached as JSONL under
 ``artifacts/corpus/<model>/<hash>.jsonl`` keyed by model hash and every generation setting.
 
+Recovery trains on text disjoint from calibration: its own seed prompts
+(:data:`RECOVERY_PROMPTS`, none shared with :data:`SEED_PROMPTS`) and its own sampling seeds
+(:data:`RECOVERY_SEED_OFFSET` + the recovery seed); the corpus cache key includes the prompt list.
+
 Probe leakage: a text that contains an eval-split probe prompt verbatim (case-insensitive,
 whitespace-normalised) would let calibration or recovery see the evaluation questions. User
 files with such text are refused (:func:`refuse_probe_leaks`); self-generated texts that
@@ -89,6 +93,69 @@ SEED_PROMPTS: tuple[str, ...] = (
     "The city park changes with every season. In spring,",
 )
 
+# Recovery text (probe/recover/data.py): other topics, same variety of genres, no fact-completion shape.
+RECOVERY_PROMPTS: tuple[str, ...] = (
+    # stories
+    "The lighthouse had been dark for years until one stormy evening",
+    "My neighbour keeps bees, and last summer one of the hives",
+    "The bus driver noticed a small dog waiting at every stop, so",
+    "Nobody in the office knew who left the flowers on the desk each Monday, until",
+    "The puppet maker carved a new face for the old puppet and",
+    "A lost kite landed in the schoolyard, tangled in the fence, and",
+    "The twins decided to build a raft out of empty bottles because",
+    "After the power went out, the family sat around a candle and",
+    # how-tos
+    "The easiest way to keep houseplants alive through the winter is to",
+    "To repaint a wooden chair without making a mess, you should",
+    "Packing a suitcase for a week-long trip gets easier when you",
+    "If your bicycle chain keeps slipping, check whether",
+    "A simple budget for the month starts with",
+    "To teach a puppy to sit, hold a small treat",
+    "Cleaning a cast iron pan properly means",
+    "When you move into a new flat, the first things to unpack are",
+    # explanations
+    "Bread rises in the oven because tiny bubbles of gas",
+    "Ice floats on water, which matters for lakes in winter because",
+    "Birds can fly long distances without getting lost since",
+    "A bicycle stays upright while moving mostly because",
+    "Soap removes grease from dishes by",
+    "Thunder follows lightning because the air around the flash",
+    "Leaves change colour in autumn when trees stop",
+    "A refrigerator keeps food cold by moving heat",
+    # daily life and society
+    "Street markets on Sunday mornings are lively because",
+    "Working from home changed the way many people",
+    "Public parks need volunteers who",
+    "Board games became popular again when families",
+    "The school cafeteria started serving more vegetables after",
+    # food
+    "For a hearty lentil stew, start by softening onions and",
+    "Homemade lemonade tastes best when",
+    "The trick to crispy roasted potatoes is",
+    "A picnic lunch that travels well includes",
+    "To bake simple oat cookies, mix",
+    # dialogue
+    '"Did you remember the tickets?" asked Leo. "I thought you had them," replied Sam,',
+    '"Can we keep the kitten?" the boy asked his mother.',
+    "Receptionist: Good morning, how can I help you today?\nVisitor:",
+    "Coach: Why do we stretch before running?\nPlayer:",
+    # letters, opinion, description
+    "Dear team, thank you for all the hard work this season.",
+    "I think the best part of a rainy day is",
+    "The workshop smelled of sawdust and oil, and",
+    "Our book club meets every second Thursday, and this month",
+    "Every town has a small café where",
+    "The harbour at dawn is quiet except for",
+)
+RECOVERY_SEED_OFFSET = 1000  # recovery samples with seed RECOVERY_SEED_OFFSET + its seed; calibration with its seed
+
+
+def seed_prompts(purpose: str) -> tuple[str, ...]:
+    """The generation prompts of a corpus: ``calibration`` (compression) or ``recovery`` (recovery training)."""
+    if purpose not in ("calibration", "recovery"):
+        raise ProbeError(f"unknown corpus purpose {purpose!r}: use calibration or recovery")
+    return SEED_PROMPTS if purpose == "calibration" else RECOVERY_PROMPTS
+
 
 @dataclass(frozen=True)
 class CorpusSpec:
@@ -100,15 +167,20 @@ class CorpusSpec:
     temperature: float = 0.9
     top_p: float = 0.95
     batch_size: int = 16
+    purpose: str = "calibration"  # which seed prompts: calibration (SEED_PROMPTS) or recovery (RECOVERY_PROMPTS)
 
     def __post_init__(self) -> None:
+        seed_prompts(self.purpose)
         if self.n_samples < 1 or self.max_new_tokens < 1:
             raise ProbeError("corpus needs at least 1 sample of at least 1 token: raise --n-calibration/--seq-len")
 
 
 def corpus_path(model_name: str, model_hash: str, spec: CorpusSpec) -> Path:
     """The cache file of the text ``spec`` samples from the model ``model_name`` with weights ``model_hash``."""
-    key = spec_hash({"model": model_hash, "spec": spec, "prompts": SEED_PROMPTS, "v": CORPUS_VERSION})
+    content = {"model": model_hash, "spec": spec, "prompts": seed_prompts(spec.purpose), "v": CORPUS_VERSION}
+    if spec.purpose == "calibration":  # calibration caches keep the key they had before recovery text existed
+        content["spec"] = {k: v for k, v in vars(spec).items() if k != "purpose"}
+    key = spec_hash(content)
     return ArtifactStore.default().corpus_file(model_key(model_name), key)
 
 
@@ -116,8 +188,8 @@ def general_corpus(loaded, n_samples: int = 64, max_new_tokens: int = 128, seed:
                    **settings) -> list[str]:
     """General text sampled from ``loaded`` (a LoadedModel) itself; cached, deterministic.
 
-    Sample ``i`` continues ``SEED_PROMPTS[i % len(SEED_PROMPTS)]``; the returned text is the
-    seed prompt plus its continuation.
+    Sample ``i`` continues ``prompts[i % len(prompts)]`` of ``seed_prompts(purpose)`` (``settings``:
+    the other :class:`CorpusSpec` fields); the returned text is the seed prompt plus its continuation.
     """
     spec = CorpusSpec(n_samples, max_new_tokens, seed, **settings)
     path = corpus_path(loaded.name, loaded.model_hash, spec)
@@ -128,14 +200,15 @@ def general_corpus(loaded, n_samples: int = 64, max_new_tokens: int = 128, seed:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     tmp.replace(path)
-    write_json_atomic(path.with_suffix(".json"), {"spec": spec, "seed_prompts": SEED_PROMPTS,
+    write_json_atomic(path.with_suffix(".json"), {"spec": spec, "seed_prompts": seed_prompts(spec.purpose),
                                                   "model_hash": loaded.model_hash})
     return texts
 
 
 @torch.no_grad()
 def _generate(model, tokenizer, spec: CorpusSpec) -> list[str]:
-    prompts = [SEED_PROMPTS[i % len(SEED_PROMPTS)] for i in range(spec.n_samples)]
+    seeds = seed_prompts(spec.purpose)
+    prompts = [seeds[i % len(seeds)] for i in range(spec.n_samples)]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     texts: list[str] = []

@@ -1,30 +1,35 @@
-"""Building and training an IDP prompt pool: k-means initialisation, routed student, balanced routing.
+"""Building and training an IDP prompt pool: initialisation, the routed training forward, per-prompt losses.
 
 Initialisation (``init="kmeans"``): the training windows are clustered (scikit-learn k-means)
 by the original model's mean residual entering ``select_layer``; prompt ``k`` starts as the
 token embeddings of the first ``n`` tokens of the window nearest centroid ``k``, so prompts
 start different and tied to a region of the corpus. ``init="vocab"`` starts every prompt from
-a different slice of one vocabulary text (ablation).
+a different slice of one vocabulary text (ablation); ``init="eos"`` starts every prompt at the
+end-of-text embedding (a document boundary: close to no prompt at all) plus small seeded noise.
 
-Training routes every window with the inference rule (``training="joint"``), capped per batch
-by :func:`balanced_choice` against collapse, or by its k-means cluster
-(``training="cluster"``: each prompt learns its own cluster). Only the chosen prompt of a
-window receives its gradient: the window runs with that prompt prepended.
+Training (:class:`RoutedStudent`) routes every window with the inference router (the argmax of
+:meth:`~probe.runtime.idp_router.IDPRouter.logits`); how the router learns is
+:attr:`~probe.runtime.idp_options.IDPOptions.router` (see :mod:`probe.runtime.idp_options`).
+Only the chosen prompt of a window receives the language-modelling gradient: the window runs
+with that prompt prepended. :func:`prompt_losses` (every window under every prompt) is both
+hard-EM's assignment and the oracle router of :mod:`probe.recover.idp_report`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
 from probe.errors import ProbeError
+from probe.recover.objective import kl_per_row, lm_per_row
+from probe.runtime.idp import IDPAdapter
 from probe.runtime.idp_options import IDPOptions
-from probe.runtime.idp_router import IDPRouter, mean_hidden
-from probe.runtime.kv_prefix import prefix_from_embeddings
+from probe.runtime.idp_router import mean_hidden
+from probe.runtime.kv_prefix import KVPrefix, forward_with_prefix, prefix_from_embeddings
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # right-padded input_ids, attention_mask
 
@@ -62,43 +67,89 @@ def vocab_init(model: torch.nn.Module, tokenizer, opts: IDPOptions, text: str) -
     return emb.view(opts.m, opts.n, -1).float()
 
 
-def routed_student(model: torch.nn.Module, prompts: torch.nn.Parameter, opts: IDPOptions,
-                   centroids: torch.Tensor | None, usage: Counter) -> Callable[[torch.Tensor, torch.Tensor],
-                                                                               torch.Tensor]:
-    """Training forward: route each window, prepend its prompt, return logits of the real tokens."""
-    emb = model.get_input_embeddings()
-    route_by = "centroid" if opts.training == "cluster" else opts.routing
-
-    def student(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            prefix = prefix_from_embeddings(model, prompts.detach().to(emb.weight.dtype))
-            router = IDPRouter(model, prefix, opts.select_layer, opts.statistic, route_by, centroids)
-            choice = balanced_choice(router.scores(input_ids, attention_mask), opts.capacity)
-        if torch.is_grad_enabled():  # count training steps only, not held-out evaluation
-            usage.update(choice.tolist())
-        b = input_ids.shape[0]
-        full = torch.cat([prompts[choice].to(emb.weight.dtype), emb(input_ids)], dim=1)
-        mask = torch.cat([attention_mask.new_ones(b, opts.n), attention_mask], dim=1)
-        return model(inputs_embeds=full, attention_mask=mask).logits[:, opts.n:]
-
-    return student
+def eos_init(model: torch.nn.Module, tokenizer, opts: IDPOptions, seed: int = 0,
+             noise: float = 0.05) -> torch.Tensor:
+    """``m`` prompts of the end-of-text embedding plus noise (``noise`` × the embedding table's std)."""
+    table = model.get_input_embeddings().weight
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    gen = torch.Generator().manual_seed(seed)
+    jitter = torch.randn(opts.m, opts.n, table.shape[1], generator=gen) * noise * float(table.std())
+    return table[eos].detach().float().cpu().expand(opts.m, opts.n, -1) + jitter
 
 
-def balanced_choice(scores: torch.Tensor, capacity: float = 1.5) -> torch.Tensor:
-    """Argmax routing with a per-prompt cap of ``ceil(capacity * batch / m)`` rows (training only).
+@torch.no_grad()
+def prompt_losses(model: torch.nn.Module, prefix: KVPrefix, ids: torch.Tensor, mask: torch.Tensor,
+                  teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, m]``: every window's loss under every prompt (``m`` forwards): KL to ``teacher_logits``, else LM."""
+    detached = KVPrefix([k.detach() for k in prefix.keys], [v.detach() for v in prefix.values])
+    b = ids.shape[0]
+    rows = []
+    for k in range(prefix.n_prompts):
+        logits = forward_with_prefix(model, detached, torch.full((b,), k, dtype=torch.long, device=ids.device),
+                                     ids, mask).logits
+        rows.append(lm_per_row(logits, ids, mask) if teacher_logits is None
+                    else kl_per_row(logits, teacher_logits, mask))
+    return torch.stack(rows, -1)
 
-    Rows are placed best-score first; a row whose favourite prompt is full takes its next best.
-    This keeps every prompt trained and guards against collapse onto one prompt.
+
+class RoutedStudent:
+    """Training forward of the pool: route each window, prepend its prompt, return logits of the real tokens.
+
+    Without gradients (held-out evaluation) it routes exactly as inference does. With them it also
+    leaves the router's loss for the step in :meth:`aux_loss` (softmax: load balancing; em: the
+    assignment's cross-entropy) and updates the ``bias`` router's bias in :meth:`after_step`.
     """
-    b, m = scores.shape
-    cap = max(1, int(-(-capacity * b // m)))
-    load = [0] * m
-    choice = torch.empty(b, dtype=torch.long)
-    best, _ = scores.max(-1)
-    for row in best.argsort(descending=True).tolist():
-        for k in scores[row].argsort(descending=True).tolist():
-            if load[k] < cap:
-                choice[row] = k
-                load[k] += 1
-                break
-    return choice.to(scores.device)
+
+    def __init__(self, adapter: IDPAdapter, teacher: Callable | None = None) -> None:
+        self.adapter = adapter
+        self.teacher = teacher  # logits of the original (em's per-window KL); None: next-token loss
+        self._aux: torch.Tensor | None = None
+        self._load: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        a, opts = self.adapter, self.adapter.opts
+        training = torch.is_grad_enabled()
+        learns = training and opts.router in ("softmax", "em")
+        with torch.set_grad_enabled(learns):
+            prefix = prefix_from_embeddings(a.model, a.prompts.to(a.model.dtype))
+            logits = a.router(prefix).logits(input_ids, attention_mask)
+        choice = logits.detach().argmax(-1)
+        if not training:
+            return self._forward(a.prompts[choice], input_ids, attention_mask)
+        used = a.prompts[choice]
+        if opts.router == "em":
+            with torch.no_grad():
+                target = None if self.teacher is None else self.teacher(input_ids, attention_mask)
+            choice = prompt_losses(a.model, prefix, input_ids, attention_mask, target).argmin(-1)
+            self._aux = F.cross_entropy(logits, choice)
+            used = a.prompts[choice]
+        elif opts.router == "softmax":
+            soft = logits.softmax(-1)
+            hard = F.one_hot(choice, opts.m).to(soft)
+            used = torch.einsum("bm,mnd->bnd", hard - soft.detach() + soft, a.prompts)  # straight-through
+            self._aux = opts.balance * opts.m * (hard.mean(0) * soft.mean(0)).sum()
+        self._load = torch.bincount(choice, minlength=opts.m)
+        a.usage.update(choice.tolist())
+        return self._forward(used, input_ids, attention_mask)
+
+    def _forward(self, prompts: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        model, n = self.adapter.model, self.adapter.opts.n
+        emb = model.get_input_embeddings()
+        b = input_ids.shape[0]
+        full = torch.cat([prompts.to(emb.weight.dtype), emb(input_ids)], dim=1)
+        mask = torch.cat([attention_mask.new_ones(b, n), attention_mask], dim=1)
+        return model(inputs_embeds=full, attention_mask=mask).logits[:, n:]
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """The router's loss of the last training forward (None for the fixed and bias routers)."""
+        aux, self._aux = self._aux, None
+        return aux
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Bias router: move each prompt's bias towards even usage by ``bias_rate`` (sign of the imbalance)."""
+        opts = self.adapter.opts
+        if opts.router == "bias" and self._load is not None:
+            load = self._load.float()
+            self.adapter.bias += opts.bias_rate * torch.sign(load.mean() - load).to(self.adapter.bias)
+        self._load = None

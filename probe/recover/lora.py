@@ -28,6 +28,9 @@ class Lora(LoraRuntime, RecoveryMethod):
             raise ProbeError(f"--targets {','.join(spec.targets)} matched no module of this model: "
                              f"{str(exc).splitlines()[0][:160]}") from None
 
+    def discard(self, adapter) -> None:
+        adapter.unload()
+
     def student(self, adapter) -> LogitsOf:
         fn = hf_logits_fn(adapter)
         return lambda input_ids, attention_mask: fn(input_ids, attention_mask)[0]

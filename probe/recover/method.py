@@ -33,6 +33,17 @@ class RecoveryMethod(RecoveryRuntime):
     def save(self, adapter, folder: str | Path) -> None:
         adapter.save_pretrained(folder, safe_serialization=True)
 
+    def state(self, adapter) -> list[torch.Tensor]:
+        """Trained tensors that are not parameters (kept with them at the best step; IDP's router bias)."""
+        return []
+
+    def report(self, adapter, teacher, held_out) -> dict | None:
+        """Method-specific held-out diagnostics for the manifest (IDP: its router against the oracle)."""
+        return None
+
+    def discard(self, adapter) -> None:
+        """Detach ``adapter`` from its base model so a fresh one can be created (LoRA edits it in place)."""
+
 
 def student_through_prefix(base: torch.nn.Module, make_prefix) -> LogitsOf:
     """Differentiable logits of the real tokens behind a prefix rebuilt by ``make_prefix()`` per call."""

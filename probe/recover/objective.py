@@ -33,3 +33,19 @@ def lm_loss(student_logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.T
     logits = student_logits[:, :-1].float()
     targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def kl_per_row(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B]``: each row's mean over its real positions of KL(p_teacher ‖ p_student)."""
+    s = F.log_softmax(student_logits.float(), -1)
+    t = F.log_softmax(teacher_logits.float(), -1)
+    m = mask.to(s.dtype)
+    return ((t.exp() * (t - s)).sum(-1) * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
+def lm_per_row(student_logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B]``: each row's next-token cross-entropy over positions whose next token is real."""
+    logits = student_logits[:, :-1].float()
+    ce = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+    m = mask[:, 1:].to(ce.dtype)
+    return (ce * m).sum(-1) / m.sum(-1).clamp(min=1)

@@ -5,8 +5,9 @@ into a cache in ``PeftModel.get_prompt``; :class:`~probe.runtime.adapters.Prefix
 takes that cache as a KV prefix and runs inputs behind it at positions ``n..``, exactly as
 peft's forward does (tested to 1e-5).
 
-Initialisation: the keys/values the compressed model itself produces for ``spec.init_text``
-(``n_tokens`` tokens), so training starts from a real text prefix rather than N(0, 1) noise,
+Initialisation: the keys/values the compressed model itself produces for the tokens of
+:func:`~probe.recover.soft_prompt.init_ids` (``n_tokens`` end-of-text tokens, or ``spec.init_text``),
+so training starts from a real text prefix rather than N(0, 1) noise,
 which wrecks the model's output before the first step.
 """
 
@@ -16,7 +17,7 @@ import torch
 from peft import PrefixTuningConfig, get_peft_model
 
 from probe.recover.method import PrefixTraining
-from probe.recover.soft_prompt import init_token_ids
+from probe.recover.soft_prompt import init_ids
 from probe.recover.spec import RecoverSpec
 from probe.runtime.adapters import PrefixTuningRuntime
 
@@ -29,7 +30,7 @@ def prefix_table(peft_model) -> torch.Tensor:
 class Prefix(PrefixTuningRuntime, PrefixTraining):
     def create(self, model, tokenizer, spec: RecoverSpec):
         peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=spec.n_tokens))
-        ids = torch.tensor([init_token_ids(tokenizer, spec.init_text, spec.n_tokens)], device=model.device)
+        ids = torch.tensor([init_ids(tokenizer, spec)], device=model.device)
         with torch.no_grad():
             cache = model(input_ids=ids, use_cache=True).past_key_values
             n, layers = spec.n_tokens, len(cache.layers)

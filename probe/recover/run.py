@@ -5,7 +5,8 @@ Saved under ``artifacts/variants/<model>/<preset>/recover/<method>/``::
     adapter/            peft adapter (adapter_model.safetensors + adapter_config.json)
     manifest.json       spec (all hyper-parameters), parents, data provenance, parameter count,
                         time, held-out losses, eval summary
-    losses.json         loss per step, held-out losses
+    losses.json         loss per step, held-out losses, "curves" (train and held-out KL by step),
+                        "seeds" (held-out KL per seed, mean, interval)
     loss.png            the loss curve
     eval.json           eval-split top-1 of original / compressed / recovered and the facts
                         recovered (known to the original, lost by compression, regained)
@@ -38,6 +39,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from scipy import stats
 
 from probe.artifacts import build_manifest, spec_hash, write_json_atomic
 from probe.config import ModelSpec
@@ -74,8 +76,10 @@ def plot_losses(result: TrainResult, path: Path, title: str) -> None:
     fig = Figure(figsize=(6, 3.5))  # no pyplot: no GUI backend, no global figure state
     ax = fig.subplots()
     ax.plot(range(1, len(result.losses) + 1), result.losses, label="train (batch)")
-    ax.axhline(result.held_out_before, color="grey", ls="--", label="held-out, start")
-    ax.axhline(result.held_out_after, color="green", ls="--", label="held-out, end")
+    held = result.curves.get("heldout", {})
+    if held.get("step"):
+        ax.plot(held["step"], held["kl"], "o-", color="green", label="held-out KL")
+    ax.axhline(result.held_out_after, color="green", ls="--", label=f"held-out, kept (step {result.best_step})")
     if result.held_out_baseline is not None:
         ax.axhline(result.held_out_baseline, color="red", ls=":", label="held-out, compressed")
     ax.set(xlabel="step", ylabel="loss", title=title)
@@ -147,15 +151,21 @@ def _recover_locked(spec: RecoverSpec, model_spec: ModelSpec, compressed_manifes
     # evaluated before the adapter is attached (LoRA modifies the compressed model's modules in place)
     results = {name: eval_variant(v, reuse=True) for name, v in _eval_variants(model_spec, spec, original, student_base,
                                                                    parents).items()} if with_eval else None
-    method.prepare(original.model, data, spec)
-    peft_model = method.create(student_base.model, student_base.tokenizer, spec)
     teacher = hf_logits_fn(original.model)
     plain = hf_logits_fn(student_base.model)
-    result = train(method.student(peft_model), [p for p in peft_model.parameters() if p.requires_grad],
-                   data.batches(spec.steps, spec.batch_size, spec.seed),
-                   lambda ids, mask: teacher(ids, mask)[0], spec,
-                   held_out=data.held_out_batches(spec.batch_size),
-                   baseline=lambda ids, mask: _without_adapter(peft_model, plain, ids, mask))
+    lr_trials = sweep_lr(method, spec, original, student_base, data, teacher) if spec.lr_sweep else {}
+    train_spec = replace(spec, lr=min(lr_trials, key=lr_trials.get)) if lr_trials else spec
+    runs: dict[int, TrainResult] = {}
+    # further seeds first, each adapter discarded (LoRA edits the base model in place); spec.seed's is kept
+    for seed in [*range(spec.seed + 1, spec.seed + spec.seeds), spec.seed]:
+        peft_model, runs[seed] = train_once(method, replace(train_spec, seed=seed), original, student_base, data,
+                                            teacher, plain if seed == spec.seed else None)
+        if seed != spec.seed:
+            method.discard(peft_model)
+    result = runs[spec.seed]
+    seeds = seed_summary([runs[s] for s in sorted(runs)])
+    report = method.report(peft_model, lambda ids, mask: teacher(ids, mask)[0], data.held_out_batches(spec.batch_size))
+    print_summary(spec, result, seeds, lr_trials)
     peft_model.eval()
     n_params = method.extra_parameters(peft_model)
     summary = None
@@ -164,7 +174,7 @@ def _recover_locked(spec: RecoverSpec, model_spec: ModelSpec, compressed_manifes
                                   method.logits_fn(peft_model), {**parents, "recovery": spec_hash(spec.content())},
                                   peft_model, method)
         summary = summarise_eval({**results, "recovered": eval_variant(recovered)})
-    losses = {**asdict(result), "objective": spec.objective}
+    losses = {**asdict(result), "objective": spec.objective, "seeds": seeds, "report": report}
     with artifact.writer(overwrite=True) as tmp:
         method.save(peft_model, tmp / "adapter")
         write_json_atomic(tmp / "losses.json", losses)
@@ -176,10 +186,69 @@ def _recover_locked(spec: RecoverSpec, model_spec: ModelSpec, compressed_manifes
             extra_kv_positions=method.extra_kv_positions(peft_model), train_seconds=round(result.seconds, 2),
             total_seconds=round(time.perf_counter() - start, 2), held_out_compressed=result.held_out_baseline,
             held_out_before=result.held_out_before, held_out_after=result.held_out_after,
+            tokens_seen=result.tokens_seen, best_step=result.best_step, stopped_step=result.stopped_step,
+            lr=train_spec.lr, lr_sweep={"held_out": {f"{lr:g}": v for lr, v in lr_trials.items()},
+                                        "steps": spec.sweep_steps} if lr_trials else None,
+            seeds=seeds, report=report,
             eval=None if summary is None else {k: v for k, v in summary.items() if k not in ("regained_ids",
                                                                                           "per_relation")})
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return final
+
+
+def train_once(method, spec: RecoverSpec, original: LoadedModel, student_base: LoadedModel, data, teacher,
+               plain=None):
+    """A fresh adapter of ``spec.method`` trained with ``spec``; ``plain`` (the compressed model's logits)
+    adds the compressed model's held-out loss to the result."""
+    method.prepare(original.model, data, spec)
+    adapter = method.create(student_base.model, student_base.tokenizer, spec)
+    baseline = None if plain is None else (lambda ids, mask: _without_adapter(adapter, plain, ids, mask))
+    result = train(method.student(adapter), [p for p in adapter.parameters() if p.requires_grad],
+                   data.batches(spec.steps, spec.batch_size, spec.seed), lambda ids, mask: teacher(ids, mask)[0],
+                   spec, held_out=data.held_out_batches(spec.batch_size), baseline=baseline,
+                   state=method.state(adapter))
+    return adapter, result
+
+
+def sweep_lr(method, spec: RecoverSpec, original: LoadedModel, student_base: LoadedModel, data,
+             teacher) -> dict[float, float]:
+    """Best held-out KL of each learning rate of ``spec.lr_sweep`` after ``spec.sweep_steps`` steps (equal compute;
+    held-out windows only, never eval facts)."""
+    trials = {}
+    for lr in spec.lr_sweep:
+        trial = replace(spec, lr=lr, steps=spec.sweep_steps, eval_every=min(spec.eval_every, spec.sweep_steps),
+                        patience=0, seeds=1)
+        adapter, result = train_once(method, trial, original, student_base, data, teacher)
+        method.discard(adapter)
+        trials[lr] = result.held_out_after
+        console.print(f"lr sweep: {lr:g} → held-out KL {result.held_out_after:.4f}", highlight=False)
+    return trials
+
+
+def seed_summary(runs: list[TrainResult]) -> dict:
+    """Held-out KL per seed, its mean and a 95% t-interval over seeds (None with one seed)."""
+    values = [r.held_out_after for r in runs]
+    mean = sum(values) / len(values)
+    interval = None
+    if len(values) > 1:
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / len(values) ** 0.5
+        interval = [mean - half, mean + half]
+    return {"n": len(values), "held_out_after": values, "mean": mean, "interval95": interval,
+            "tokens_seen": [r.tokens_seen for r in runs], "stopped_step": [r.stopped_step for r in runs]}
+
+
+def print_summary(spec: RecoverSpec, result: TrainResult, seeds: dict, lr_trials: dict) -> None:
+    """What `probe recover` prints at the end: tokens, time, held-out KL, where training stopped."""
+    base = "" if result.held_out_baseline is None else f" (compressed {result.held_out_baseline:.4f})"
+    console.print(f"{spec.method}: {result.tokens_seen:,} tokens seen in {result.seconds:.0f} s; held-out KL "
+                  f"{result.held_out_before:.4f} → {result.held_out_after:.4f}{base}, best at step "
+                  f"{result.best_step}, stopped at step {result.stopped_step} of {spec.steps}; lr {result.lr:g}"
+                  + (f" (sweep of {len(lr_trials)})" if lr_trials else ""), highlight=False)
+    if seeds["n"] > 1:
+        lo, hi = seeds["interval95"]
+        console.print(f"{seeds['n']} seeds: held-out KL mean {seeds['mean']:.4f} (95% interval {lo:.4f}–{hi:.4f})",
+                      highlight=False)
 
 
 def _without_adapter(peft_model, plain, ids, mask):

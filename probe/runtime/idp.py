@@ -20,18 +20,22 @@ from probe.runtime.idp_options import IDPOptions
 from probe.runtime.idp_router import IDPRouter
 from probe.runtime.kv_prefix import KVPrefix, prefix_from_embeddings, prefix_logits_fn
 
-WEIGHTS = "idp.safetensors"  # "prompts" [m, n, d] and, when trained with k-means, "centroids" [m, d]
+WEIGHTS = "idp.safetensors"  # "prompts" [m, n, d], "bias" [m] and, for centroid routing, "centroids" [m, d]
 CONFIG = "idp.json"  # {"options": IDPOptions as a dict, "train_usage": [windows per prompt]}
 
 
 class IDPAdapter(torch.nn.Module):
-    """A frozen model plus a trainable pool of ``m`` prompts ``[m, n, d]`` (and k-means centroids)."""
+    """A frozen model plus a trainable pool of ``m`` prompts ``[m, n, d]``, the router's per-prompt
+    ``bias`` (``bias`` router) and k-means centroids (trainable under the ``softmax``/``em`` routers)."""
 
     def __init__(self, model: torch.nn.Module, prompts: torch.Tensor, centroids: torch.Tensor | None,
-                 opts: IDPOptions) -> None:
+                 opts: IDPOptions, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.prompts = torch.nn.Parameter(prompts.to(model.device))
-        self.centroids = centroids
+        learns = opts.router in ("softmax", "em") and opts.routing == "centroid"
+        self.centroids = None if centroids is None else torch.nn.Parameter(centroids.float().to(model.device),
+                                                                           requires_grad=learns)
+        self.register_buffer("bias", torch.zeros(opts.m) if bias is None else bias.float().clone())
         self.opts = opts
         self.usage: Counter = Counter()
         self._model = [model]  # not a submodule: its weights are not the adapter's
@@ -46,7 +50,7 @@ class IDPAdapter(torch.nn.Module):
 
     def router(self, prefix: KVPrefix | None = None) -> IDPRouter:
         return IDPRouter(self.model, prefix or self.prefix(), self.opts.select_layer, self.opts.statistic,
-                         self.opts.routing, self.centroids)
+                         self.opts.routing, self.centroids, self.opts.temperature, self.bias)
 
 
 def usage_histogram(usage: Counter, m: int) -> list[int]:
@@ -85,7 +89,10 @@ class IDPRuntime(RecoveryRuntime):
         return adapter.opts.n
 
     def extra_parameters(self, adapter: IDPAdapter) -> int:
-        return adapter.prompts.numel()
+        """Prompts, plus the bias of the ``bias`` router and the centroids of centroid routing."""
+        opts = adapter.opts
+        return (adapter.prompts.numel() + (opts.m if opts.router == "bias" else 0)
+                + (adapter.centroids.numel() if opts.routing == "centroid" else 0))
 
     def load(self, model: torch.nn.Module, folder: str | Path) -> IDPAdapter:
         folder = Path(folder)
@@ -100,4 +107,4 @@ class IDPRuntime(RecoveryRuntime):
             raise ProbeError(f"the idp adapter in {folder} does not fit this model (prompt width "
                              f"{prompts.shape[-1]}, model width {model.config.hidden_size}; trained on another base "
                              f"model?): rerun `probe recover --method idp --force`")
-        return IDPAdapter(model, prompts.to(model.dtype), tensors.get("centroids"), opts)
+        return IDPAdapter(model, prompts.to(model.dtype), tensors.get("centroids"), opts, tensors.get("bias"))

@@ -1,4 +1,16 @@
-"""IDP settings: the pool's size and every choice the paper leaves open (no heavy imports)."""
+"""IDP settings: the pool's size, its router and every choice the paper leaves open (no heavy imports).
+
+Routers (``router``; training routes exactly as inference does, by the argmax of one score, except
+hard-EM, which trains each prompt on the windows it fits best and the router to predict them):
+
+* ``fixed``: the paper's rule, never trained: argmax of the selection score (control).
+* ``bias``: the score plus a per-prompt bias nudged after each step towards even usage
+  (auxiliary-loss-free load balancing, DeepSeek-V3); the bias is saved and used at inference.
+* ``softmax``: differentiable routing (Switch Transformer): softmax of the score over a
+  temperature, a straight-through hard choice and a load-balancing loss.
+* ``em``: hard-EM: each training window is assigned to the prompt with the lowest loss, the prompt
+  trains on it, and the router learns to predict the assignment (cross-entropy).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +21,8 @@ from probe.settings import setting
 
 STATISTICS = ("mean", "max")
 ROUTINGS = ("attention", "centroid")
-TRAININGS = ("joint", "cluster")
-INITS = ("kmeans", "vocab")
+ROUTERS = ("fixed", "bias", "softmax", "em")
+INITS = ("kmeans", "vocab", "eos")
 
 
 @dataclass(frozen=True)
@@ -21,19 +33,26 @@ class IDPOptions:
     n: int = setting(8, "IDP: tokens per prompt", unit="tokens")
     select_layer: int = setting(0, "IDP: layer whose attention selects the prompt")
     statistic: str = setting("mean", "IDP: attention mass statistic", choices=STATISTICS)
-    routing: str = setting("attention", "IDP: how a prompt is chosen", choices=ROUTINGS)
-    training: str = setting("joint", "IDP: joint routing or per-cluster training", choices=TRAININGS)
-    init: str = setting("kmeans", "IDP: prompt initialisation", choices=INITS)
-    capacity: float = setting(1.5, "IDP: most facts a prompt takes, as a multiple of an even share (1 = even)")
+    routing: str = setting("attention", "IDP: the selection score (attention mass, or nearest k-means centroid)",
+                           choices=ROUTINGS)
+    router: str = setting("softmax", "IDP: how the router learns (fixed = untrained; see probe/runtime/idp_options.py)",
+                          choices=ROUTERS)
+    init: str = setting("kmeans", "IDP: prompt initialisation (eos = the end-of-text embedding plus small noise)",
+                        choices=INITS)
+    temperature: float = setting(1.0, "IDP: router temperature (score = log attention mass / temperature)")
+    balance: float = setting(0.01, "IDP softmax router: weight of the Switch load-balancing loss")
+    bias_rate: float = setting(0.05, "IDP bias router: bias step per training step towards even usage")
 
     def __post_init__(self) -> None:
         if self.m < 1 or self.n < 1:
             raise ProbeError(f"IDP needs m ≥ 1 prompts of n ≥ 1 tokens (got m={self.m}, n={self.n})")
         for value, allowed, flag in ((self.statistic, STATISTICS, "--idp-statistic"),
                                      (self.routing, ROUTINGS, "--idp-routing"),
-                                     (self.training, TRAININGS, "--idp-training"),
+                                     (self.router, ROUTERS, "--idp-router"),
                                      (self.init, INITS, "--idp-init")):
             if value not in allowed:
                 raise ProbeError(f"unknown {flag} {value!r}: use one of {', '.join(allowed)}")
-        if self.capacity < 1.0:
-            raise ProbeError(f"--idp-capacity {self.capacity} must be ≥ 1 (1 = perfectly even routing)")
+        if not self.temperature > 0:
+            raise ProbeError(f"--idp-temperature must be > 0, got {self.temperature}")
+        if self.balance < 0 or self.bias_rate < 0:
+            raise ProbeError("--idp-balance and --idp-bias-rate must be ≥ 0")

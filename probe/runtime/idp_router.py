@@ -15,6 +15,9 @@ public code exists; every unknown is an explicit option here, recorded in the ma
   a deeper layer costs a partial pass of the input alone through the layers below it.
 * **Routing** ``attention`` (above) or ``centroid``: nearest k-means centroid of the input's
   mean hidden state at ``select_layer``.
+* **Router** (:class:`IDPRouter`): the argmax of log score / temperature + a per-prompt bias, the
+  same function in training and at inference; how it learns is ``IDPOptions.router``
+  (:mod:`probe.runtime.idp_options`).
 * **Forward**: the input then runs with only the winner's cache visible — by construction
   identical to running with that prompt prepended alone; generation keeps only that prompt
   in the KV cache.
@@ -122,7 +125,13 @@ def mean_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask:
 
 @dataclass
 class IDPRouter:
-    """Chooses one prompt per input by attention mass or nearest centroid."""
+    """Chooses one prompt per input: the argmax of :meth:`logits` (training and inference alike).
+
+    ``logits`` = selection score / ``temperature`` + ``bias``, where the score is the log attention
+    mass (``routing="attention"``) or minus the distance to each k-means centroid (``"centroid"``).
+    The log keeps the argmax of the paper's rule; ``bias`` (per prompt) is the load-balancing
+    offset of the ``bias`` router, zero otherwise.
+    """
 
     model: torch.nn.Module
     prefix: KVPrefix
@@ -130,6 +139,8 @@ class IDPRouter:
     statistic: str = "mean"
     routing: str = "attention"
     centroids: torch.Tensor | None = None  # [m, d_model] for centroid routing
+    temperature: float = 1.0
+    bias: torch.Tensor | None = None  # [m]
 
     def __post_init__(self) -> None:
         n_layers = len(_decoder(self.model).layers)
@@ -140,17 +151,23 @@ class IDPRouter:
         if self.routing not in ROUTINGS:
             raise ProbeError(f"unknown IDP routing {self.routing!r}: use one of {', '.join(ROUTINGS)}")
         if self.routing == "centroid" and (self.centroids is None or len(self.centroids) != self.prefix.n_prompts):
-            raise ProbeError("centroid routing needs one centroid per prompt: train with --routing centroid")
+            raise ProbeError("centroid routing needs one centroid per prompt: train with --idp-routing centroid")
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[batch, m]`` router logits, differentiable in the prompts' keys, centroids and bias."""
+        if self.routing == "centroid":
+            feats = mean_hidden(self.model, input_ids, attention_mask, self.layer, self.prefix.n_tokens)
+            score = -torch.cdist(feats, self.centroids.to(feats))
+        else:
+            mass = prompt_attention_mass(self.model, self.prefix, input_ids, attention_mask, self.layer)
+            score = reduce_mass(mass, attention_mask, self.statistic).clamp(min=1e-12).log()
+        score = score / self.temperature
+        return score if self.bias is None else score + self.bias.to(score)
 
     @torch.no_grad()
     def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``[batch, m]``: higher is better."""
-        if self.routing == "centroid":
-            feats = mean_hidden(self.model, input_ids, attention_mask, self.layer, self.prefix.n_tokens)
-            return -torch.cdist(feats, self.centroids.to(feats))
-        mass = prompt_attention_mass(self.model, self.prefix, input_ids, attention_mask, self.layer)
-        return reduce_mass(mass, attention_mask, self.statistic)
+        """``[batch, m]``: higher is better (the logits, without gradients)."""
+        return self.logits(input_ids, attention_mask)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.scores(input_ids, attention_mask).argmax(-1)
-

@@ -11,7 +11,8 @@ import torch
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.models.load import load_model
-from probe.recover.idp_pool import balanced_choice, kmeans_init, routed_student
+from probe.recover.idp_pool import RoutedStudent, kmeans_init
+from probe.runtime.idp import IDPAdapter
 from probe.runtime.idp_options import IDPOptions
 from probe.runtime.idp_router import IDPRouter, mean_hidden, prompt_attention_mass, reduce_mass, residual_before
 from probe.runtime.kv_prefix import prefix_from_embeddings, prefix_logits_fn
@@ -167,33 +168,24 @@ def test_router_rejects_bad_options(tiny, pool):
         IDPRouter(tiny.model, prefix, routing="centroid")
 
 
-def test_balanced_choice_caps_load_and_prefers_best():
-    scores = torch.tensor([[5.0, 1, 0, 0]] * 8)
-    choice = balanced_choice(scores, capacity=1.0)
-    assert torch.bincount(choice, minlength=4).tolist() == [2, 2, 2, 2]
-    distinct = torch.eye(4).repeat(2, 1)
-    assert balanced_choice(distinct).tolist() == distinct.argmax(-1).tolist()
-
-
 def test_routed_student_trains_only_the_chosen_prompts(tiny, batch):
-    opts = IDPOptions(m=M, n=N, routing="centroid", training="cluster")
+    opts = IDPOptions(m=M, n=N, routing="centroid", router="fixed")
     model = tiny.model
     init = torch.randn(M, N, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
-    prompts = torch.nn.Parameter(init)
     with torch.no_grad():
         feats = mean_hidden(model, batch.input_ids, batch.attention_mask, 0, N)
     centroids = torch.stack([feats[0], feats[1], feats[2], feats[2] + 100.0])  # rows go to prompts 0, 1, 2
-    usage: Counter = Counter()
-    student = routed_student(model, prompts, opts, centroids, usage)
+    adapter = IDPAdapter(model, init, centroids, opts)
+    student = RoutedStudent(adapter)
     logits = student(batch.input_ids, batch.attention_mask)
-    assert usage == Counter({0: 1, 1: 1, 2: 1})
+    assert adapter.usage == Counter({0: 1, 1: 1, 2: 1})
     with torch.no_grad():
         for row in range(3):
-            want = _prepended_logits(model, prompts[row].detach(), batch)[row]
+            want = _prepended_logits(model, adapter.prompts[row].detach(), batch)[row]
             real = batch.attention_mask[row].bool()
             assert (logits[row] - want)[real].abs().max().item() <= 1e-5
     logits.sum().backward()
-    grad_norms = prompts.grad.flatten(1).norm(dim=1)
+    grad_norms = adapter.prompts.grad.flatten(1).norm(dim=1)
     assert (grad_norms[:3] > 0).all() and grad_norms[3] == 0
 
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from probe.corpus import RECOVERY_PROMPTS, SEED_PROMPTS, find_probe_leaks
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
 from probe.models.tiny import tiny_tokenizer
-from probe.recover.data import build_data, fact_sentences, to_windows, training_texts
+from probe.recover.data import build_data, fact_sentences, split_texts, to_windows, training_texts
 from probe.recover.objective import kl_loss, lm_loss
 from probe.recover.spec import RecoverSpec
-from probe.recover.train import train
+from probe.recover.train import held_out_loss, lr_factor, train
 
 
 def spec(**kw) -> RecoverSpec:
@@ -65,7 +66,7 @@ def test_windows_held_out_and_batches():
     tok = tiny_tokenizer()
     w = to_windows(["abcdefghij" * 5, "klmnop" * 5], tok, 8)
     assert w.shape[1] == 8 and w.shape[0] == (50 + 30 + 2) // 8
-    with pytest.raises(ProbeError, match="fewer than two windows"):
+    with pytest.raises(ProbeError, match="too few for 2 window"):
         to_windows(["ab"], tok, 64)
 
 
@@ -115,3 +116,52 @@ def test_generic_loop_lowers_held_out_loss_and_is_deterministic():
     assert len(r1.losses) == 40 and r1.losses == r2.losses and torch.equal(t1, t2)
     assert r1.held_out_after < 0.5 * r1.held_out_before
     assert r1.held_out_baseline == pytest.approx(r1.held_out_before)
+
+
+def test_recovery_prompts_are_their_own_and_leak_no_probe():
+    assert not set(RECOVERY_PROMPTS) & set(SEED_PROMPTS)
+    assert not find_probe_leaks(list(RECOVERY_PROMPTS), load_probes("builtin"), split="all")
+    assert 32 <= len(RECOVERY_PROMPTS) <= 64
+
+
+def test_held_out_texts_are_whole_texts_disjoint_from_training(tmp_path):
+    texts = [f"text {i}: " + " ".join(f"w{i}x{k}" for k in range(5 + i % 7)) for i in range(30)]
+    tok = tiny_tokenizer()
+    train_texts, held = split_texts(texts, tok, 8, 0.2, seed=3)
+    assert held and train_texts and not set(held) & set(train_texts) and len(held) + len(train_texts) == 30
+    assert split_texts(texts, tok, 8, 0.2, seed=3) == (train_texts, held)
+    held_tokens = sum(len(tok(t, add_special_tokens=False).input_ids) + 1 for t in held)
+    total = sum(len(tok(t, add_special_tokens=False).input_ids) + 1 for t in texts)
+    assert 0.2 * total <= held_tokens < 0.2 * total + max(len(tok(t).input_ids) + 1 for t in texts)
+    path = tmp_path / "c.txt"
+    path.write_text("\n\n".join(texts))
+    data = build_data(spec(train_text=str(path), seq_len=8, heldout_fraction=0.2), tok)
+    assert data.info["n_held_out_texts"] == len(held) and len(data.held_out) >= 1
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert [lr_factor(s, 10, 0.2, "cosine") for s in (0, 1)] == [0.5, 1.0]
+    assert lr_factor(2, 10, 0.2, "cosine") == pytest.approx(1.0)
+    assert lr_factor(9, 10, 0.2, "cosine") < 0.05 and lr_factor(9, 10, 0.2, "linear") == pytest.approx(1 / 8)
+    assert lr_factor(9, 10, 0.0, "constant") == 1.0
+
+
+def test_early_stopping_keeps_the_best_state_and_records_curves():
+    """A learning rate far too high: held-out loss rises after the first evaluations; patience stops the run
+    and the kept table is the best evaluated one (its held-out loss is the one reported)."""
+    g = torch.Generator().manual_seed(0)
+    teacher_table = torch.randn(13, 7, generator=g)
+    table = torch.zeros(13, 7, requires_grad=True)
+    ids = torch.randint(0, 13, (20, 6), generator=torch.Generator().manual_seed(1))
+    batches = [(ids[i:i + 4], torch.ones(4, 6, dtype=torch.long)) for i in range(0, 20, 4)] * 20
+    held = [(ids[:4], torch.ones(4, 6, dtype=torch.long))]
+    result = train(lambda x, m: table[x] ** 3, [table], batches, lambda x, m: teacher_table[x],
+                   spec(steps=100, lr=3.0, eval_every=2, patience=2, schedule="constant", clip=0.0), held_out=held)
+    curve = result.curves["heldout"]
+    assert result.stopped_step < 100 and curve["step"][0] == 0 and curve["step"][-1] == result.stopped_step
+    assert result.held_out_after == min(curve["kl"]) and result.best_step == curve["step"][curve["kl"].index(min(
+        curve["kl"]))]
+    assert held_out_loss(lambda x, m: table[x] ** 3, lambda x, m: teacher_table[x], held) == pytest.approx(
+        result.held_out_after)
+    assert result.curves["train"]["step"] == list(range(1, result.stopped_step + 1))
+    assert result.tokens_seen == 24 * result.stopped_step

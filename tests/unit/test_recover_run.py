@@ -193,3 +193,20 @@ def test_saved_eval_is_reused_only_for_the_same_parents(tiny_variant):
     assert run_eval(spec, loaded=loaded, reuse=True).get("marker") == 1
     loaded.parents = {**loaded.parents, "compressed": "other"}
     assert "marker" not in run_eval(spec, loaded=loaded, reuse=True)
+
+
+def test_recover_sweeps_lr_trains_seeds_and_saves_curves(tiny_variant):
+    """LoRA edits the base model in place: the sweep's and the extra seed's adapters must be discarded cleanly."""
+    folder = recover(fast("lora", steps=4, lr_sweep=(1e-4, 1e-2), seeds=2, eval_every=2), with_eval=False)
+    losses = json.loads((folder / "losses.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sweep = manifest["lr_sweep"]["held_out"]
+    assert set(sweep) == {"0.0001", "0.01"} and manifest["lr"] == float(min(sweep, key=sweep.get))
+    curves = losses["curves"]
+    assert curves["heldout"]["step"][0] == 0 and curves["heldout"]["kl"][0] == losses["held_out_before"]
+    assert len(curves["train"]["kl"]) == manifest["stopped_step"] and manifest["tokens_seen"] > 0
+    seeds = losses["seeds"]
+    lo, hi = seeds["interval95"]
+    assert seeds["n"] == 2 and lo <= seeds["mean"] <= hi and seeds["held_out_after"][0] == losses["held_out_after"]
+    loaded = load_variant(VariantSpec(TINY, "lora", "fake3"))  # one adapter saved, loadable
+    assert sum("lora_A" in n for n, _ in loaded.adapter.named_parameters()) > 0

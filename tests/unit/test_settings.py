@@ -101,7 +101,7 @@ def _sample(option: Option):
     if item is not None:
         if s.choices:
             return [s.choices[-1]]
-        return [1] if item is int else ["re:q_proj" if option.name == "targets" else "x"]
+        return [1] if item is int else [0.5] if item is float else ["re:q_proj" if option.name == "targets" else "x"]
     base = strip_optional(option.type)
     if s.choices:
         other = [c for c in s.choices if c != default]
