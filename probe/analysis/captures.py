@@ -146,7 +146,12 @@ class RunSet:
         return values
 
     def output_top1(self, variant: str) -> np.ndarray:
-        """Per eval fact: is the answer the variant's own top-1 output token (recorded at capture)?"""
+        """Per eval fact: does the variant know it, under the probe format's definition of known
+        (:mod:`probe.knowledge.status`, decided at capture and stored in the probe table)? A capture
+        made before the table carried ``known`` falls back to its first-token top-1 array."""
+        rows = self.runs[variant].probes
+        if rows and all("known" in r for r in rows):
+            return np.array([bool(r["known"]) for r in rows])[self.eval_rows]
         return np.asarray(self.runs[variant]["logits/answer_top1"][:], bool)[self.eval_rows]
 
 
@@ -154,7 +159,7 @@ def check_runs(runs: dict[str, CaptureRun]) -> RunSet:
     """Refuse captures that cannot be compared, saying why."""
     ref = runs["original"]
     for v, r in runs.items():
-        for key, what in (("probe_hash", "probe sets"), ("split", "splits")):
+        for key, what in (("probe_hash", "probe sets"), ("split", "splits"), ("protocol", "probe formats")):
             if r.manifest.get(key) != ref.manifest.get(key):
                 raise ProbeError(f"captures come from different {what}: original {ref.path.name} has "
                                  f"{ref.manifest.get(key)}, {v} {r.path.name} has {r.manifest.get(key)}; capture "

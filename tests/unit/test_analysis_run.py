@@ -185,13 +185,23 @@ def test_cli_analyzes_a_compressed_capture_and_the_lens_reproduces_captured_rank
     assert all(0 < c < 1 for c in cka)
 
 
+def _set_known(path, known: np.ndarray) -> None:
+    """Edit a capture's known flags: the probe table's ``known`` (the protocol's definition, what the analysis
+    reads) and the first-token array of captures made before the table carried it."""
+    zarr.open_group(path / "arrays", mode="r+")["logits/answer_top1"][:] = known
+    rows = json.loads((path / "probes.json").read_text())
+    for row, k in zip(rows, known, strict=True):
+        row["known"] = bool(k)
+    (path / "probes.json").write_text(json.dumps(rows))
+
+
 def test_lost_facts_and_a_recovery_reach_the_verdict(artifacts, original_capture):
     """Top-1 flags edited so the original knows every fact, compression loses all, a 'prompt' copy regains half."""
     twin = _twin(artifacts, original_capture)
     prompt = _copy_as(twin, twin.with_name("rtn3-prompt-capitals-all"), variant="prompt")
     for path, top1 in ((artifacts / "captures" / "tiny-llama" / RUN, np.ones(12, bool)), (twin, np.zeros(12, bool)),
                        (prompt, np.arange(12) % 2 == 0)):
-        zarr.open_group(path / "arrays", mode="r+")["logits/answer_top1"][:] = top1
+        _set_known(path, top1)
     result = analyze(_spec())
     verdict = json.loads((result.path / "verdict.json").read_text())
     assert verdict["n_lost"] == 8 and verdict["known_original"]["mean"] == 1.0
