@@ -73,10 +73,10 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
     div = divergence_family(rs)
     att = attention_family(rs)
     cka = cka_family(rs, spec.n_boot_cka, spec.seed)
-    dec = decodability_family(rs, lens, cands.cands, spec.min_facts, spec.folds, spec.seed)
+    dec = decodability_family(rs, lens, cands.cands, spec.min_facts, spec.folds, spec.seed, spec.shuffles)
     head = headline(rs, spec, cands, dec, div, att, cka)
     text = verdict_text(head.verdict)
-    tables = build_tables(rs.layers, lens_f, div, att, cka, dec, head, spec.n_boot, spec.seed)
+    tables = build_tables(rs.layers, lens_f, div, att, cka, dec, head)
     summary = summary_rows(head, cka, dec, rs.layers)
 
     with artifact.writer(overwrite=True) as tmp:

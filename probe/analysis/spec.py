@@ -36,6 +36,8 @@ class AnalyzeSpec:
     seed: int = setting(0, "Bootstrap and probe seed")
     min_facts: int = setting(10, "Fewest facts a bootstrap interval needs", unit="facts")
     folds: int = setting(5, "Cross-validation folds when no train-split facts were captured")
+    shuffles: int = setting(3, "Probes per layer trained on label-shuffled answers (the decodability probe's "
+                               "measured chance)", unit="probes")
     force: bool = setting(False, "Overwrite an existing analysis of that name")
 
     def __post_init__(self) -> None:
@@ -47,6 +49,8 @@ class AnalyzeSpec:
                              f"(got {self.n_boot_cka}) for a 95% interval")
         if self.min_facts < 2:
             raise ProbeError(f"--min-facts must be at least 2, got {self.min_facts}")
+        if self.shuffles < 1:
+            raise ProbeError(f"--shuffles must be at least 1 (the verdict's chance is measured), got {self.shuffles}")
         if self.folds < 2:
             raise ProbeError(f"--folds must be at least 2, got {self.folds}")
         if self.name is not None:

@@ -2,17 +2,20 @@
 
 Rules (kept here so that the text can be tested against synthetic numbers):
 
-* A lost fact is one the original gets top-1 and the compressed model does not. It counts as
-  *displaced* when the decodability probe on the compressed model still picks its answer at the
-  layer chosen without looking at lost facts. Guessing among ``k`` candidates succeeds with
-  probability ``c = 1/k``, so the share is chance-corrected: ``(share − c) / (1 − c)``.
-* "Mostly displaced" needs the corrected interval above one half, "mostly forgotten" below one
-  half; an interval spanning one half is reported as undecided. Fewer lost facts than
-  ``min_facts`` gives no verdict at all.
-* Two controls qualify the share: the same probe on facts neither model knows (what "decodable"
-  means without the knowledge), and the compressed model's own output ranking among the
-  candidates on the lost facts (how much of the answer the output still shows: a high share means
-  compression mostly demoted the answer below other tokens rather than erasing it).
+* A lost fact is one the original gets top-1 and the compressed model does not. Its answer is
+  *decodable* when the probe on the compressed model still picks it among the fact's candidates
+  at the layer chosen without looking at the compared facts.
+* The decodable share is never read against an assumed chance (``1/k``) or a fixed threshold,
+  but against measured baselines (:mod:`probe.analysis.baselines`), each by the cluster-bootstrap
+  interval of the paired difference: the *floor* is the higher of the label-shuffled probe's
+  share and the never-known facts' share; the *ceiling* is the share on margin-matched facts
+  compression keeps. Decodable share above the floor and not below the ceiling: **displaced**;
+  below the ceiling and not above the floor: **forgotten**; above the floor and below the
+  ceiling: **partly displaced**; neither separated: **undecided**. Fewer lost facts than
+  ``min_facts`` gives no verdict at all. The normalised share ``(share − floor) / (ceiling −
+  floor)`` (0: chance, 1: as decodable as kept facts) is reported with its interval.
+* The compressed model's own output ranking among the candidates on the lost facts says how much
+  of the answer the output still shows.
 * Each recovery is counted both ways against the compressed model: facts regained, facts newly
   broken, the net change and its exact McNemar p-value. Two methods are only ranked against each
   other when a Holm-corrected exact McNemar test on the eval facts separates them. Recoveries
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from probe.analysis.baselines import NO_COMPARISON, Compared
 from probe.analysis.bootstrap import EMPTY, Interval
 from probe.analysis.decodability import ProbeChoice
 from probe.analysis.paired import NetRecovery, PairTest
@@ -54,33 +58,42 @@ class VerdictInputs:
     known_compressed: Interval
     n_lost: int
     decodable: Interval
-    chance: float
+    uniform_chance: float  # 1/#candidates, for reference only: the decision uses the measured floors
     layer: int | None
     min_facts: int
     decodability_note: str = ""
     recoveries: tuple[RecoveryNumbers, ...] = field(default_factory=tuple)
     n_never: int = 0
-    decodable_never: Interval = EMPTY
     output_lost: Interval = EMPTY
     lens_lost: Interval = EMPTY
     probe: ProbeChoice | None = None
     pairs: tuple[PairTest, ...] = ()
+    floors: tuple[Compared, ...] = ()  # every measured floor
+    floor: Compared = NO_COMPARISON  # the highest floor, which the decision uses
+    ceiling: Compared = NO_COMPARISON
+    normalised: Interval = EMPTY
+    n_matched: int = 0
+    margins: dict = field(default_factory=dict)  # median margin (nats) of lost and matched facts
+    n_select: int = 0  # facts the layer was chosen on
 
     @property
-    def displaced(self) -> Interval:
-        """The chance-corrected displaced share among lost facts."""
-        if self.decodable.n == 0 or self.chance >= 1:
-            return EMPTY
-        return self.decodable.scaled(self.chance, 1.0 - self.chance)
+    def decision(self) -> str:
+        return decide(self.floor, self.ceiling)
 
 
-def decide(displaced: Interval) -> str:
-    """``displaced``, ``forgotten`` or ``undecided`` from the chance-corrected interval."""
-    if displaced.lo > 0.5:
-        return "displaced"
-    if displaced.hi < 0.5:
-        return "forgotten"
-    return "undecided"
+def decide(floor: Compared, ceiling: Compared) -> str:
+    """``displaced``, ``partly displaced``, ``forgotten`` or ``undecided`` from the paired differences.
+
+    ``floor.diff`` is share − floor, ``ceiling.diff`` share − ceiling; a side counts only where its
+    interval excludes zero. No floor: undecided. No ceiling: above the floor is displaced.
+    """
+    if floor.diff.n == 0:
+        return "undecided"
+    if ceiling.diff.n == 0:
+        return "displaced" if floor.above else "undecided"
+    if floor.above:
+        return "partly displaced" if ceiling.below else "displaced"
+    return "forgotten" if ceiling.below else "undecided"
 
 
 def _p(p: float) -> str:
@@ -157,21 +170,58 @@ def _pull_back(rec: list[RecoveryNumbers]) -> str:
         if back else ""
 
 
-def _controls(v: VerdictInputs) -> str:
+def _points(iv: Interval) -> str:
+    """A difference of shares in percentage points: ``+12 [3, 20] points``."""
+    sign = "+" if iv.mean > 0 else "−" if iv.mean < 0 else "±"
+    return f"{sign}{abs(iv.mean) * 100:.0f} [{iv.lo * 100:+.0f}, {iv.hi * 100:+.0f}] points"
+
+
+def _baselines(v: VerdictInputs) -> str:
+    """Each measured baseline with its share and the paired difference."""
     parts = []
-    if v.decodable_never.n > 0:
-        parts.append(f"on the {v.n_never} facts neither model knows, the same probe picks the answer for "
-                     f"{v.decodable_never.fmt(pct=True)}" + (" — lost facts are far more decodable than never-known "
-                                                             "ones" if v.decodable.lo > v.decodable_never.hi else ""))
-    if v.output_lost.n > 0:
-        text = (f"the compressed model's own output still ranks the answer first among the candidates for "
-                f"{v.output_lost.fmt(pct=True)} of the lost facts")
-        if v.output_lost.lo > 0.5:
-            text += ", so compression mostly demotes the answer below other tokens rather than erasing it"
-        elif v.output_lost.hi < v.decodable.lo:
-            text += ", so the probe finds answers that the output no longer ranks first"
-        parts.append(text)
-    return (" For comparison, " + "; ".join(parts) + ".") if parts else ""
+    for f in v.floors:
+        where = (f"on the {v.n_never} facts neither model knows" if "never" in f.what
+                 else "trained on label-shuffled answers")
+        parts.append(f"{where} the same probe picks it for {f.baseline.fmt(pct=True)} (lost minus this: "
+                     f"{_points(f.diff)})" if f.diff.n else f"{where} n/a")
+    if v.ceiling.diff.n:
+        m = v.margins
+        match = (f", median margin {m['matched']:.2f} vs {m['lost']:.2f} nats for the lost facts" if m else "")
+        parts.append(f"on {v.n_matched} facts compression keeps, matched to the lost ones by the original's margin "
+                     f"between its top two tokens{match}, it picks it for {v.ceiling.baseline.fmt(pct=True)} (lost "
+                     f"minus this: {_points(v.ceiling.diff)})")
+    if not parts:
+        return ""
+    text = " Measured baselines: " + "; ".join(parts) + "."
+    if v.normalised.n:
+        text += (f" Between the higher floor ({v.floor.what}) and the ceiling, the lost facts sit at "
+                 f"{v.normalised.fmt(digits=2)} (0: chance, 1: as decodable as kept facts).")
+    return text
+
+
+def _output(v: VerdictInputs) -> str:
+    if v.output_lost.n == 0:
+        return ""
+    text = (f" The compressed model's own output still ranks the answer first among the candidates for "
+            f"{v.output_lost.fmt(pct=True)} of the lost facts")
+    if v.output_lost.lo > v.floor.baseline.hi:
+        text += ", above the floor: compression demotes the answer below other tokens more than it erases it"
+    elif v.output_lost.hi < v.decodable.lo:
+        text += ", so the probe finds answers that the output no longer ranks first"
+    return text + "."
+
+
+DECISIONS = {
+    "displaced": (" The decodable share is above the floor and not separated from the ceiling: lost knowledge is "
+                  "displaced rather than forgotten — the compressed model still carries it about as well as facts it "
+                  "keeps, but no longer outputs it."),
+    "partly displaced": (" The decodable share is above the floor and below the ceiling: lost knowledge is partly "
+                         "displaced — more readable than without the knowledge, less than facts compression keeps."),
+    "forgotten": (" The decodable share is below the ceiling and not separated from the floor: lost knowledge is "
+                  "forgotten as far as a linear probe can tell — no more decodable than without the knowledge."),
+    "undecided": (" The intervals separate the decodable share from neither the floor nor the ceiling, so these "
+                  "data do not decide between displaced and forgotten; more facts would narrow them."),
+}
 
 
 def verdict_text(v: VerdictInputs) -> str:
@@ -185,27 +235,17 @@ def verdict_text(v: VerdictInputs) -> str:
     if v.n_lost < v.min_facts:
         return head + (f" Compression loses only {v.n_lost} facts the original knows, fewer than the {v.min_facts} "
                        f"a bootstrap interval needs, so no verdict is drawn.")
-    d = v.displaced
     where = f"layer {v.layer}" if v.layer is not None else "the chosen layer"
     note = f" {v.decodability_note}" if v.decodability_note else ""
     probe = (f"; C {v.probe.c:g} and {v.probe.rank} principal components besides the lens score, chosen by "
              f"cross-validation on training facts" if v.probe is not None else "")
     lens = (f"; the plain lens restricted to the candidates picks it for {v.lens_lost.fmt(pct=True)} at that layer"
             if v.lens_lost.n > 0 else "")
+    chosen = f", chosen on {v.n_select} other eval facts" if v.n_select else ""
     body = (f" Of the {v.n_lost} facts compression loses, a linear probe on the compressed model still picks the "
-            f"answer at {where} for {v.decodable.fmt(pct=True)} (chance {v.chance * 100:.0f}%{probe}{lens}), i.e. "
-            f"{d.fmt(pct=True)} after correcting for guessing{note}.")
-    body += _controls(v)
-    decision = decide(d)
-    if decision == "displaced":
-        body += (" Most lost knowledge is therefore displaced rather than forgotten: the compressed model still "
-                 "carries it, but no longer puts it first.")
-    elif decision == "forgotten":
-        body += (" Most lost knowledge is therefore forgotten: the compressed model's hidden states no longer carry "
-                 "the answer in linearly readable form.")
-    else:
-        body += (" The interval spans one half, so these data do not decide between displaced and forgotten; "
-                 "more facts would narrow it.")
+            f"answer among its candidates at {where}{chosen} for {v.decodable.fmt(pct=True)} (a uniform guess would "
+            f"get {v.uniform_chance * 100:.0f}%{probe}{lens}){note}.")
+    body += _baselines(v) + _output(v) + DECISIONS[v.decision]
     rec = [r for r in v.recoveries if r.regained.n > 0]
     if rec:
         parts = [f"{r.variant} regains {r.regained.fmt(pct=True)} of them"
