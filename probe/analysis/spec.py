@@ -38,6 +38,10 @@ class AnalyzeSpec:
     folds: int = setting(5, "Cross-validation folds when no train-split facts were captured")
     shuffles: int = setting(3, "Probes per layer trained on label-shuffled answers (the decodability probe's "
                                "measured chance)", unit="probes")
+    patching: bool = setting(True, "Activation patching of the lost facts between the original and the compressed "
+                                   "model, every captured layer (loads both models, one at a time)",
+                             flag="--patching/--no-patching")
+    patch_facts: int = setting(200, "Most lost facts to patch (a seeded random subset beyond)", unit="facts")
     force: bool = setting(False, "Overwrite an existing analysis of that name")
 
     def __post_init__(self) -> None:
@@ -49,6 +53,9 @@ class AnalyzeSpec:
                              f"(got {self.n_boot_cka}) for a 95% interval")
         if self.min_facts < 2:
             raise ProbeError(f"--min-facts must be at least 2, got {self.min_facts}")
+        if self.patch_facts < 1:
+            raise ProbeError(f"--patch-facts must be at least 1, got {self.patch_facts} (turn patching off with "
+                             f"--no-patching)")
         if self.shuffles < 1:
             raise ProbeError(f"--shuffles must be at least 1 (the verdict's chance is measured), got {self.shuffles}")
         if self.folds < 2:

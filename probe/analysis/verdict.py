@@ -48,6 +48,50 @@ class RecoveryNumbers:
 
 
 @dataclass(frozen=True)
+class PatchCurve:
+    """One activation-patching curve: a direction (restored/broken) at one position set, per layer."""
+
+    direction: str
+    mode: str
+    layers: tuple[int, ...]
+    shares: tuple[Interval, ...]
+
+    def peak(self) -> tuple[int, Interval]:
+        i = max(range(len(self.shares)), key=lambda k: self.shares[k].mean)
+        return self.layers[i], self.shares[i]
+
+    def first_reliable(self) -> int | None:
+        """The first layer whose interval excludes zero."""
+        return next((la for la, iv in zip(self.layers, self.shares, strict=True) if iv.lo > 0), None)
+
+
+@dataclass(frozen=True)
+class PatchNumbers:
+    """Activation patching of the lost facts (first-token criterion) and its sanity checks."""
+
+    n_facts: int
+    curves: tuple[PatchCurve, ...]
+    sanity_restored: int
+    of: int
+    seconds_per_fact_layer: float
+
+    def curve(self, direction: str, mode: str) -> PatchCurve | None:
+        return next((c for c in self.curves if c.direction == direction and c.mode == mode), None)
+
+
+@dataclass(frozen=True)
+class GradedNumbers:
+    """Lost answers' lens rank at the last captured layer, and what replaced them at the output."""
+
+    layer: int
+    median_original: Interval
+    median_compressed: Interval
+    top10_compressed: Interval
+    replaced: tuple[tuple[str, Interval], ...]  # lost facts: the compressed model's top-1
+    replaced_never: tuple[tuple[str, Interval], ...] = ()  # never-known facts: the original's top-1
+
+
+@dataclass(frozen=True)
 class VerdictInputs:
     """The headline numbers the verdict paragraph is written from."""
 
@@ -75,6 +119,9 @@ class VerdictInputs:
     n_matched: int = 0
     margins: dict = field(default_factory=dict)  # median margin (nats) of lost and matched facts
     n_select: int = 0  # facts the layer was chosen on
+    patching: PatchNumbers | None = None
+    graded: GradedNumbers | None = None
+    patching_note: str = ""
 
     @property
     def decision(self) -> str:
@@ -211,6 +258,47 @@ def _output(v: VerdictInputs) -> str:
     return text + "."
 
 
+def _graded(v: VerdictInputs) -> str:
+    """How far lost answers fall and what replaces them."""
+    g = v.graded
+    if g is None:
+        return ""
+    text = (f" Graded rather than binary: at layer {g.layer} the lost answers' median full-vocabulary rank is "
+            f"{g.median_original.fmt(digits=0)} in the original and {g.median_compressed.fmt(digits=0)} in the "
+            f"compressed model (0 = top-1; {g.top10_compressed.fmt(pct=True)} of them within its top 10)")
+    if g.replaced:
+        text += "; in the answer's place the compressed model outputs " + ", ".join(
+            f"{name} for {iv.fmt(pct=True)}" for name, iv in g.replaced)
+        if g.replaced_never:
+            text += " (the original's own wrong answers, on facts it does not know: " + ", ".join(
+                f"{iv.fmt(pct=True)}" for _, iv in g.replaced_never) + " in the same order)"
+    return text + "."
+
+
+def _patching(v: VerdictInputs) -> str:
+    """Where patching the original's residual into the compressed model brings lost facts back."""
+    p = v.patching
+    if p is None:
+        return f" ({v.patching_note}.)" if v.patching_note else ""
+    parts = []
+    for direction, verb in (("restored", "restores"), ("broken", "breaks")):
+        for mode, where in (("last", "the prompt's last token"), ("subject", "the subject's tokens")):
+            c = p.curve(direction, mode)
+            if c is None:
+                continue
+            layer, iv = c.peak()
+            first = c.first_reliable()
+            since = f", reliably from layer {first}" if first is not None else ", at no layer reliably"
+            parts.append(f"at {where} it {verb} at most {iv.fmt(pct=True)} (layer {layer}{since})")
+    if not parts:
+        return ""
+    return (f" Activation patching of {p.n_facts} lost facts (the original's residual written into the compressed "
+            f"model's run, and the reverse; a fact restored when its answer's first token becomes top-1): "
+            + "; ".join(parts) + f". As sanity checks, the last layer's residual at every position restores "
+            f"{p.sanity_restored} of {p.of}, and a run without a patch restores none by construction "
+            f"({p.seconds_per_fact_layer * 1000:.0f} ms per fact and layer).")
+
+
 DECISIONS = {
     "displaced": (" The decodable share is above the floor and not separated from the ceiling: lost knowledge is "
                   "displaced rather than forgotten — the compressed model still carries it about as well as facts it "
@@ -245,7 +333,7 @@ def verdict_text(v: VerdictInputs) -> str:
     body = (f" Of the {v.n_lost} facts compression loses, a linear probe on the compressed model still picks the "
             f"answer among its candidates at {where}{chosen} for {v.decodable.fmt(pct=True)} (a uniform guess would "
             f"get {v.uniform_chance * 100:.0f}%{probe}{lens}){note}.")
-    body += _baselines(v) + _output(v) + DECISIONS[v.decision]
+    body += _baselines(v) + _output(v) + DECISIONS[v.decision] + _graded(v) + _patching(v)
     rec = [r for r in v.recoveries if r.regained.n > 0]
     if rec:
         parts = [f"{r.variant} regains {r.regained.fmt(pct=True)} of them"
