@@ -96,10 +96,10 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
         for name, rows in tables.rows.items():
             write_table(tmp, name, rows)
         write_table(tmp, "summary", summary)
-        figures = write_figures(tmp, tables.rows)
-        write_json_atomic(tmp / "verdict.json", clean({**verdict_json(head, text, cands.distractors),
-                                                       "patching": patch_summary(patch, patch_rows),
-                                                       "graded": {"ranks": ranks, "replacements": replaced}}))
+        verdict = clean({**verdict_json(head, text, cands.distractors), "patching": patch_summary(patch, patch_rows),
+                         "graded": {"ranks": ranks, "replacements": replaced}})
+        figures = write_figures(tmp, tables.rows, verdict)
+        write_json_atomic(tmp / "verdict.json", verdict)
         (tmp / "verdict.md").write_text(f"# Verdict: {spec.model} / {spec.compression}\n\n{text}\n")
         write_json_atomic(tmp / "manifest.json", build_manifest(
             "analysis", spec, parents={v: r.manifest.get("spec_hash", "") for v, r in rs.runs.items()},
