@@ -12,7 +12,7 @@ from tests.unit.test_analysis_baselines import _case
 
 
 def _verdict() -> dict:
-    head, text = _case(lost=0.60, kept=0.95, never=0.25, shuffled=0.25)
+    head, _ = _case(lost=0.60, kept=0.95, never=0.25, shuffled=0.25)
     return json.loads(json.dumps(clean(verdict_json(head, verdict_text(head.verdict), "p"))))
 
 
@@ -36,6 +36,6 @@ def test_the_decision_figure_shows_the_share_and_each_baseline():
     verdict = _verdict()
     fig = decision_figure(verdict)
     (trace,) = fig.data
-    assert list(trace.y)[0] == "lost facts: still decodable" and len(trace.y) == 4
+    assert trace.y[0] == "lost facts: still decodable" and len(trace.y) == 4
     assert "partly displaced" in fig.layout.title.text
     assert decision_figure({"decodable_lost": {"mean": None}}) is None
