@@ -72,6 +72,8 @@ def recovery_numbers(variant: str, lost: np.ndarray, top1: np.ndarray, cka: CKAF
         delta_cka=_delta_cka(cka, variant),
         prompt_mass=iv(att.prompt_mass[variant].mean((1, 2)) if att else None),
         attn_shift=iv(att.js_vs_compressed[variant].mean((1, 2)) if att else None),
+        attn_shift_no_sink=iv(att.js_vs_compressed_no_sink[variant].mean((1, 2))
+                              if att and variant in att.js_vs_compressed_no_sink else None),
         mlp_change=iv(None if change["mlp_out"] is None else change["mlp_out"].mean(1)),
         attn_out_change=iv(None if change["attn_out"] is None else change["attn_out"].mean(1)), net=net)
 

@@ -30,7 +30,8 @@ from probe.analysis.headline import Headline
 from probe.artifacts import write_json_atomic
 
 MISSING = "—"
-REGIME_METRICS = ("regained", "delta_cka", "prompt_mass", "attn_shift", "mlp_change", "attn_out_change")
+REGIME_METRICS = ("regained", "delta_cka", "prompt_mass", "attn_shift", "attn_shift_no_sink", "mlp_change",
+                  "attn_out_change")
 
 
 class Tables:

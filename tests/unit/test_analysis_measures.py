@@ -248,14 +248,19 @@ def test_verdict_states_its_controls_and_the_two_regimes():
     hidden = verdict_text(replace(base, output_lost=bs.interval(np.arange(100) % 10 < 3)))
     assert "demotes" not in hidden and "no longer ranks first" in hidden
 
-    def rec(name: str, mass: float, shift: float, mlp: float, dcka: float) -> RecoveryNumbers:
+    def rec(name: str, mass: float, shift: float, mlp: float, dcka: float, rest: float) -> RecoveryNumbers:
         const = lambda x: bs.interval(np.full(50, x) + np.linspace(-0.005, 0.005, 50))  # noqa: E731
         return RecoveryNumbers(name, regained=bs.interval(np.arange(100) % 10 < 3), delta_cka=const(dcka),
-                               prompt_mass=const(mass), attn_shift=const(shift), mlp_change=const(mlp))
+                               prompt_mass=const(mass), attn_shift=const(shift), mlp_change=const(mlp),
+                               attn_shift_no_sink=const(rest))
 
-    two = verdict_text(replace(base, recoveries=(rec("prompt", 0.69, 0.27, 0.57, -0.09),
-                                                 rec("lora", 0.0, 0.005, 0.30, 0.005))))
+    two = verdict_text(replace(base, recoveries=(rec("prompt", 0.69, 0.27, 0.57, -0.09, 0.2),
+                                                 rec("lora", 0.0, 0.005, 0.30, 0.005, 0.004))))
     assert "Two regimes: prompt puts 69% of attention on its prompt" in two and "intervals apart" in two
-    assert "while lora shifts it by 0.005 nats" in two and "None pulls the residual stream back" in two
-    one = verdict_text(replace(base, recoveries=(rec("lora", 0.0, 0.005, 0.30, 0.1),)))
+    assert "and lora by 0.005 nats" in two and "None pulls the residual stream back" in two
+    assert "No untrained-prefix control was captured" in two
+    sink = verdict_text(replace(base, recoveries=(rec("prompt", 0.69, 0.27, 0.57, -0.09, 0.004),
+                                                  rec("lora", 0.0, 0.005, 0.30, 0.005, 0.004))))
+    assert "Two regimes" not in sink and "do not show two regimes of recovery beyond the first-token" in sink
+    one = verdict_text(replace(base, recoveries=(rec("lora", 0.0, 0.005, 0.30, 0.1, 0.004),)))
     assert "Two regimes" not in one and "lora pulls the residual stream back toward the original" in one
