@@ -109,16 +109,21 @@ class Baselines:
 
 
 def baseline_facts(rs: RunSet, top1: dict[str, np.ndarray], lost: np.ndarray, never: np.ndarray) -> Baselines:
-    """Matched controls by the original's margin, and the facts the layer is chosen on: none of lost,
-    never-known or matched (so no share the verdict compares is selected for), else every fact not lost."""
+    """Matched controls by the original's margin, and the facts the layer is chosen on.
+
+    The layer is chosen on the first of these sets that holds at least as many facts as are lost:
+    facts that are none of lost, never-known or matched (so no compared share is selected for);
+    facts neither lost nor never known; facts not lost; every fact.
+    """
     kept = top1["original"] & top1["compressed"]
     margin = original_margin(rs)
     relation = np.array([rs.probes[i]["relation"] for i in rs.eval_rows])
     match = (match_by_margin(margin, relation, lost, kept) if margin is not None
              else np.full((len(lost), 1), -1, np.int64))
-    b = Baselines(kept, match, np.zeros_like(lost), margin)
-    for select in (~(lost | never | b.matched), ~lost, np.ones_like(lost)):
-        if select.any():
+    b = Baselines(kept, match, np.ones_like(lost), margin)
+    need = max(1, int(lost.sum()))
+    for select in (~(lost | never | b.matched), ~(lost | never), ~lost):
+        if select.sum() >= need:
             return Baselines(kept, match, select, margin)
     return b
 

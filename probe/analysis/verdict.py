@@ -300,15 +300,16 @@ def _patching(v: VerdictInputs) -> str:
     if p is None:
         return f" ({v.patching_note}.)" if v.patching_note else ""
     parts = []
-    for direction, verb in (("restored", "restores"), ("broken", "breaks")):
+    for direction, verb in (("restored", "the original's residual restores"),
+                            ("broken", "in reverse, the compressed model's residual breaks")):
         for mode, where in (("last", "the prompt's last token"), ("subject", "the subject's tokens")):
             c = p.curve(direction, mode)
             if c is None:
                 continue
             layer, iv = c.peak()
             first = c.first_reliable()
-            since = f", reliably from layer {first}" if first is not None else ", at no layer reliably"
-            parts.append(f"at {where} it {verb} at most {iv.fmt(pct=True)} (layer {layer}{since})")
+            since = f", above zero from layer {first}" if first is not None else ", at no layer above zero"
+            parts.append(f"at {where} {verb} at most {iv.fmt(pct=True)} (layer {layer}{since})")
     if not parts:
         return ""
     return (f" Activation patching of {p.n_facts} lost facts (the original's residual written into the compressed "
@@ -348,7 +349,7 @@ def verdict_text(v: VerdictInputs) -> str:
              f"cross-validation on training facts" if v.probe is not None else "")
     lens = (f"; the plain lens restricted to the candidates picks it for {v.lens_lost.fmt(pct=True)} at that layer"
             if v.lens_lost.n > 0 else "")
-    chosen = f", chosen on {v.n_select} other eval facts" if v.n_select else ""
+    chosen = f" (chosen on {v.n_select} other eval facts)" if v.n_select else ""
     body = (f" Of the {v.n_lost} facts compression loses, a linear probe on the compressed model still picks the "
             f"answer among its candidates at {where}{chosen} for {v.decodable.fmt(pct=True)} (a uniform guess would "
             f"get {v.uniform_chance * 100:.0f}%{probe}{lens}){note}.")
