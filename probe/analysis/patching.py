@@ -213,7 +213,7 @@ class PatchResult:
 
 
 def patch_facts(items: Sequence[PatchItem], load: BridgeLoader, layers: Sequence[int], pad_id: int,
-                batch_size: int = 16) -> PatchResult:
+                batch_size: int) -> PatchResult:
     """Both directions at every layer of ``layers`` and every mode, plus the last layer's all-position check.
 
     ``load`` is called three times (original, compressed, original): one model in memory at a time.

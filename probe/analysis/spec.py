@@ -42,6 +42,7 @@ class AnalyzeSpec:
                                    "model, every captured layer (loads both models, one at a time)",
                              flag="--patching/--no-patching")
     patch_facts: int = setting(200, "Most lost facts to patch (a seeded random subset beyond)", unit="facts")
+    patch_batch: int = setting(16, "Facts per patched forward pass", unit="facts", min=1)
     force: bool = setting(False, "Overwrite an existing analysis of that name")
 
     def __post_init__(self) -> None:

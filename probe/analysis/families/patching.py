@@ -77,7 +77,7 @@ def patching_family(spec: AnalyzeSpec, rs: RunSet, lost: np.ndarray, allow_pickl
     items = patch_items(chosen, first.tokenizer, first.max_positions)
     pad_id = first.tokenizer.pad_token_id if first.tokenizer.pad_token_id is not None else 0
     del first
-    result = patch_facts(items, load, rs.layers, pad_id)
+    result = patch_facts(items, load, rs.layers, pad_id, spec.patch_batch)
     return PatchingFamily(spread(result, rows, len(lost)), result, len(rows))
 
 
