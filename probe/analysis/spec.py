@@ -38,8 +38,9 @@ class AnalyzeSpec:
     folds: int = setting(5, "Cross-validation folds when no train-split facts were captured")
     shuffles: int = setting(3, "Probes per layer trained on label-shuffled answers (the decodability probe's "
                                "measured chance)", unit="probes")
-    patching: bool = setting(True, "Activation patching of the lost facts between the original and the compressed "
-                                   "model, every captured layer (loads both models, one at a time)",
+    patching: bool = setting(False, "Activation patching of the lost facts between the original and the compressed "
+                                    "model, every captured layer (loads both models, one at a time; about 1.7 s per "
+                                    "fact and layer on 2 busy CPU cores for SmolLM2)",
                              flag="--patching/--no-patching")
     patch_facts: int = setting(200, "Most lost facts to patch (a seeded random subset beyond)", unit="facts")
     patch_batch: int = setting(16, "Facts per patched forward pass", unit="facts", min=1)

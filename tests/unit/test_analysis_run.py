@@ -94,7 +94,10 @@ def test_a_run_against_itself_has_zero_divergence_and_cka_one(artifacts, origina
     assert all(dec[("compressed", "transfer", la)] == dec[("compressed", "own", la)] for la in range(4))
     verdict = json.loads((result.path / "verdict.json").read_text())
     assert verdict["n_eval"] == 8 and verdict["n_lost"] == 0 and "train-split" in verdict["decodability"]
-    assert verdict["patching"]["note"].startswith("activation patching skipped: the compressed model is not built")
+    assert verdict["patching"]["note"].startswith("activation patching was not asked for")
+    assert analyze(_spec(patching=True, force=True)).path == result.path
+    assert json.loads((result.path / "verdict.json").read_text())["patching"]["note"].startswith(
+        "activation patching skipped: the compressed model is not built")
     assert (result.path / "verdict.md").read_text().strip().endswith("nothing to call displaced or forgotten.")
     for name in ("divergence_lens_js", "cka_cka", "cross_cka_compressed", "decodability_own"):
         assert (result.path / "figures" / f"{name}.json").is_file()
@@ -194,7 +197,7 @@ def test_lost_facts_and_a_recovery_reach_the_verdict(artifacts, original_capture
                        (prompt, np.arange(12) % 2 == 0)):
         zarr.open_group(path / "arrays", mode="r+")["logits/answer_top1"][:] = top1
     _rtn3_variant(artifacts)  # built: patching runs on the models themselves
-    result = analyze(_spec())
+    result = analyze(_spec(patching=True))
     verdict = json.loads((result.path / "verdict.json").read_text())
     assert verdict["n_lost"] == 8 and verdict["known_original"]["mean"] == 1.0
     patching = verdict["patching"]  # the random tiny model knows none of them in this run, so none count
