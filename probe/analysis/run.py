@@ -84,7 +84,7 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
     ranks, replaced, graded_numbers = graded(rs, lens_f.rank, cands, head.lost, head.never, head.boot,
                                              lambda t: tokenizer.decode([t]))
     head = replace(head, verdict=replace(head.verdict, patching=patch_numbers(patch, patch_rows),
-                                         patching_note=patch.note, graded=graded_numbers))
+                                         patching_note=patch.note if spec.patching else "", graded=graded_numbers))
     text = verdict_text(head.verdict)
     tables = build_tables(rs.layers, lens_f, div, att, cka, dec, head)
     for name, rows in (("patching", patch_rows), ("ranks", ranks), ("replacements", replaced)):

@@ -298,7 +298,7 @@ def _patching(v: VerdictInputs) -> str:
     """Where patching the original's residual into the compressed model brings lost facts back."""
     p = v.patching
     if p is None:
-        return f" ({v.patching_note}.)" if v.patching_note else ""
+        return f" {v.patching_note[0].upper()}{v.patching_note[1:]}." if v.patching_note else ""
     parts = []
     for direction, verb in (("restored", "the original's residual restores"),
                             ("broken", "in reverse, the compressed model's residual breaks")):

@@ -53,7 +53,7 @@ def patching_family(spec: AnalyzeSpec, rs: RunSet, lost: np.ndarray, allow_pickl
         return skipped("activation patching was not asked for (--patching off)")
     model = ModelSpec(spec.model, model_path=spec.model_path, dtype="float32", allow_pickle=allow_pickle)
     if variant_artifact(model, spec.compression).manifest() is None:
-        return skipped(f"activation patching skipped: the compressed model is not built here (run "
+        return skipped(f"activation patching skipped: the compressed model is not built here: run "
                        f"{compress_command(model, spec.compression)}")
     source = rs.runs["original"].manifest.get("spec", {}).get("probes")
     try:
