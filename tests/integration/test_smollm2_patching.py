@@ -29,10 +29,10 @@ def _rtn3(loaded):
 
 
 def test_smollm2_patching_restores_lost_facts_at_the_last_layer_and_finds_subjects(smollm2_folder):
-    facts = load_probes("builtin").split("eval").facts[:48]
+    facts = load_probes("builtin").split("eval").facts[::12]  # ~50 facts across every relation
     first = load_smollm2(smollm2_folder)
     items = patch_items(facts, first.tokenizer, first.max_positions)
-    assert sum(bool(p.subject) for p in items) >= 40  # subjects found in the scorer's prompts
+    assert sum(bool(p.subject) for p in items) >= 0.8 * len(items)  # subjects found in the scorer's prompts
     for p, f in zip(items, facts, strict=True):
         if p.subject:
             assert first.tokenizer.decode([p.ids[i] for i in p.subject]).strip().endswith(f.subject.split()[-1])
