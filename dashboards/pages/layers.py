@@ -1,4 +1,5 @@
-"""Layers: per-layer divergence and CKA for every variant vs the original, cross-layer CKA, logit-lens curves."""
+"""Layers: per-layer divergence and CKA for every variant vs the original, cross-layer CKA, logit-lens curves,
+the activation-patching curve and the lost answers' rank distributions."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ from probe.errors import ProbeError
 
 PATH, TITLE, PAGE = "/layers", "Layers", "layers"
 LENS_FIGURES = ("lens_log1p_answer_rank", "lens_answer_prob", "lens_answer_top1")
+CAUSAL_FIGURES = (("patching_curves", "no activation patching in this analysis (the compressed model must be built "
+                                      "here; `probe analyze --patching --force`)"),
+                  ("ranks_median", "no lost facts: no rank curves"),
+                  ("ranks_distribution", "no lost facts: no rank distribution"),
+                  ("replacements", "no lost facts: nothing replaced"))
 
 
 def _names(root: Path, exp: data.Experiment, prefix: str) -> list[str]:
@@ -49,6 +55,10 @@ def layout(root: Path, query: Query) -> html.Div:
                                                             or empty_figure("no CKA figure"))],
                  style={"display": "grid", "gridTemplateColumns": "1fr 1fr"}),
         html.Div([graph("layers-cross", height=460), graph("layers-lens", height=460)],
+                 style={"display": "grid", "gridTemplateColumns": "1fr 1fr"}),
+        html.H3("Where lost facts are lost"),
+        html.Div([graph(f"layers-{name}", data.figure(root, exp, name) or empty_figure(missing), height=460)
+                  for name, missing in CAUSAL_FIGURES],
                  style={"display": "grid", "gridTemplateColumns": "1fr 1fr"}),
     ])
 

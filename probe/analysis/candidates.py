@@ -28,6 +28,7 @@ class Candidates:
     cands: CandidateSet
     distractors: str  # where the distractors came from (manifest, verdict.json)
     fallback: str = ""  # for the verdict's decodability note when the probe file was not used, else ""
+    object_ids: tuple[int, ...] = ()  # every probe's object first token (what else a relation answers)
 
 
 def distractors(rs: RunSet) -> tuple[list[list[str]], str, bool]:
@@ -78,4 +79,4 @@ def build(rs: RunSet, tokenizer, seed: int) -> Candidates:
     dis_ids = [[first(p["prompt"], d) for d in ds] for p, ds in zip(rs.probes, dis, strict=True)]
     note = (f"(the probe file was not available, so candidates are the answer and up to {N_FALLBACK} other objects "
             f"of its relation; see the manifest)") if fallback else ""
-    return Candidates(answers, build_candidates(answer_ids, dis_ids, seed), origin, note)
+    return Candidates(answers, build_candidates(answer_ids, dis_ids, seed), origin, note, tuple(answer_ids))

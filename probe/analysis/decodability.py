@@ -9,7 +9,9 @@ scikit-learn logistic regression ("is this the answer?") shared by all facts; th
 prediction is its highest-scoring candidate. Summing ``φ`` with unit weights is the logit lens
 restricted to the candidates, so the probe is a learned, per-dimension re-weighting of the lens:
 it finds answers that are present in the residual but not read out in the original's basis.
-Candidate order is shuffled (seeded) so ties never favour the answer; chance is 1/#candidates.
+Candidate order is shuffled (seeded) so ties never favour the answer. A uniform guess succeeds
+with 1/#candidates; the analysis measures chance instead, with the same probe (same
+cross-validation) trained on label-shuffled answers (:meth:`CandidateSet.shuffled`).
 
 With ~600 training facts and d=576 (SmolLM2) a full-rank probe overfits and falls below the plain
 lens. So features are centred within each fact (a binary logit on centred features approximates
@@ -54,6 +56,16 @@ class CandidateSet:
     def subset(self, rows: np.ndarray) -> CandidateSet:
         return CandidateSet(self.ids[rows], self.answer[rows])
 
+    def shuffled(self, seed: int) -> CandidateSet:
+        """The same candidates with each fact's "answer" label moved to a random real candidate (seeded).
+
+        A probe trained on these labels learns no knowledge; scored against the true answers it
+        measures the probe's chance level, biases of the lens score and the candidate sets included.
+        """
+        rng = np.random.default_rng(seed)
+        n_real = self.mask.sum(1)
+        return CandidateSet(self.ids, (rng.random(len(n_real)) * n_real).astype(np.int64))
+
 
 def build_candidates(answer_ids: list[int], distractor_ids: list[list[int]], seed: int = 0) -> CandidateSet:
     """Candidates from first-token ids: the answer plus distractors with a different first token, shuffled."""
@@ -82,6 +94,10 @@ class ProbeData:
 
     def subset(self, rows: np.ndarray) -> ProbeData:
         return ProbeData(self.feats[rows], self.cands.subset(rows))
+
+    def shuffled(self, seed: int) -> ProbeData:
+        """The same features with label-shuffled answers (:meth:`CandidateSet.shuffled`)."""
+        return ProbeData(self.feats, self.cands.shuffled(seed))
 
 
 def candidate_features(h_normed: np.ndarray, cand_vectors: np.ndarray) -> np.ndarray:

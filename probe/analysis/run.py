@@ -18,7 +18,7 @@ train-split facts only train decodability probes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from probe.analysis import bootstrap as bs
@@ -29,7 +29,10 @@ from probe.analysis.families.cka import cka_family
 from probe.analysis.families.decodability import decodability_family
 from probe.analysis.families.divergence import divergence_family
 from probe.analysis.families.lens import lens_family
+from probe.analysis.families.patching import curves, patch_numbers, patching_family
+from probe.analysis.families.patching import summary as patch_summary
 from probe.analysis.figures import write_figures
+from probe.analysis.graded import graded
 from probe.analysis.headline import headline
 from probe.analysis.lens import Lens
 from probe.analysis.spec import AnalyzeSpec
@@ -67,24 +70,36 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
                          f"loads now ({base.model_hash}): recapture with {capture_command(spec, 'original')}")
     cands = cand.build(rs, base.tokenizer, spec.seed)
     lens = Lens.from_bridge(hook_model(base))
+    tokenizer = base.tokenizer
     del base
 
     lens_f = lens_family(rs, lens, cands.answers)
     div = divergence_family(rs)
     att = attention_family(rs)
     cka = cka_family(rs, spec.n_boot_cka, spec.seed)
-    dec = decodability_family(rs, lens, cands.cands, spec.min_facts, spec.folds, spec.seed)
+    dec = decodability_family(rs, lens, cands.cands, spec.min_facts, spec.folds, spec.seed, spec.shuffles)
     head = headline(rs, spec, cands, dec, div, att, cka)
+    patch = patching_family(spec, rs, head.lost, allow_pickle)
+    patch_rows = curves(patch, head.boot)
+    ranks, replaced, graded_numbers = graded(rs, lens_f.rank, cands, head.lost, head.never, head.boot,
+                                             lambda t: tokenizer.decode([t]))
+    head = replace(head, verdict=replace(head.verdict, patching=patch_numbers(patch, patch_rows),
+                                         patching_note=patch.note if spec.patching else "", graded=graded_numbers))
     text = verdict_text(head.verdict)
-    tables = build_tables(rs.layers, lens_f, div, att, cka, dec, head, spec.n_boot, spec.seed)
+    tables = build_tables(rs.layers, lens_f, div, att, cka, dec, head)
+    for name, rows in (("patching", patch_rows), ("ranks", ranks), ("replacements", replaced)):
+        if rows:
+            tables.rows[name] = rows
     summary = summary_rows(head, cka, dec, rs.layers)
 
     with artifact.writer(overwrite=True) as tmp:
         for name, rows in tables.rows.items():
             write_table(tmp, name, rows)
         write_table(tmp, "summary", summary)
-        figures = write_figures(tmp, tables.rows)
-        write_json_atomic(tmp / "verdict.json", clean(verdict_json(head, text, cands.distractors)))
+        verdict = clean({**verdict_json(head, text, cands.distractors), "patching": patch_summary(patch, patch_rows),
+                         "graded": {"ranks": ranks, "replacements": replaced}})
+        figures = write_figures(tmp, tables.rows, verdict)
+        write_json_atomic(tmp / "verdict.json", verdict)
         (tmp / "verdict.md").write_text(f"# Verdict: {spec.model} / {spec.compression}\n\n{text}\n")
         write_json_atomic(tmp / "manifest.json", build_manifest(
             "analysis", spec, parents={v: r.manifest.get("spec_hash", "") for v, r in rs.runs.items()},

@@ -36,6 +36,14 @@ class AnalyzeSpec:
     seed: int = setting(0, "Bootstrap and probe seed")
     min_facts: int = setting(10, "Fewest facts a bootstrap interval needs", unit="facts")
     folds: int = setting(5, "Cross-validation folds when no train-split facts were captured")
+    shuffles: int = setting(3, "Probes per layer trained on label-shuffled answers (the decodability probe's "
+                               "measured chance)", unit="probes")
+    patching: bool = setting(False, "Activation patching of the lost facts between the original and the compressed "
+                                    "model, every captured layer (loads both models, one at a time; about 1.7 s per "
+                                    "fact and layer on 2 busy CPU cores for SmolLM2)",
+                             flag="--patching/--no-patching")
+    patch_facts: int = setting(200, "Most lost facts to patch (a seeded random subset beyond)", unit="facts")
+    patch_batch: int = setting(16, "Facts per patched forward pass", unit="facts", min=1)
     force: bool = setting(False, "Overwrite an existing analysis of that name")
 
     def __post_init__(self) -> None:
@@ -47,6 +55,11 @@ class AnalyzeSpec:
                              f"(got {self.n_boot_cka}) for a 95% interval")
         if self.min_facts < 2:
             raise ProbeError(f"--min-facts must be at least 2, got {self.min_facts}")
+        if self.patch_facts < 1:
+            raise ProbeError(f"--patch-facts must be at least 1, got {self.patch_facts} (turn patching off with "
+                             f"--no-patching)")
+        if self.shuffles < 1:
+            raise ProbeError(f"--shuffles must be at least 1 (the verdict's chance is measured), got {self.shuffles}")
         if self.folds < 2:
             raise ProbeError(f"--folds must be at least 2, got {self.folds}")
         if self.name is not None:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from probe.analysis import bootstrap as bs
+from probe.analysis.baselines import matched_values
 from probe.analysis.decodability import ProbeChoice
 from probe.analysis.families.attention import AttentionFamily
 from probe.analysis.families.cka import CROSS_ESTIMATOR, CKAFamily
@@ -29,24 +30,31 @@ from probe.analysis.headline import Headline
 from probe.artifacts import write_json_atomic
 
 MISSING = "—"
-REGIME_METRICS = ("regained", "delta_cka", "prompt_mass", "attn_shift", "mlp_change", "attn_out_change")
+REGIME_METRICS = ("regained", "delta_cka", "prompt_mass", "attn_shift", "attn_shift_no_sink", "mlp_change",
+                  "attn_out_change")
 
 
 class Tables:
-    """Long-format rows of every table, with the bootstrap settings that fill their intervals."""
+    """Long-format rows of every table, their intervals from the analysis's one cluster bootstrap by subject."""
 
-    def __init__(self, n_boot: int, seed: int) -> None:
-        self.n_boot, self.seed = n_boot, seed
+    def __init__(self, boot: bs.ClusterBootstrap) -> None:
+        self.boot = boot
         self.rows: dict[str, list[dict]] = {}
 
     def add(self, table: str, values: np.ndarray, layers: tuple[int, ...], per_layer: list[dict] | None = None,
-            **keys: object) -> None:
-        """Per-fact values ``[n, L]`` or ``[n, L, H]`` → one row per layer (and head) with its interval.
+            rows: np.ndarray | None = None, **keys: object) -> None:
+        """Per-fact values ``[n, L]`` or ``[n, L, H]`` over every eval fact (``rows``: the facts to average, a
+        boolean mask) → one row per layer (and head) with its 95% cluster-bootstrap interval.
 
         ``per_layer[li]``, when given, adds its fields to layer ``li``'s rows.
         """
-        mean, lo, hi = bs.bootstrap_mean(values, self.n_boot, self.seed)
-        n = int(values.shape[0])
+        values = np.asarray(values, np.float64)
+        sel = values if rows is None else values[np.asarray(rows, bool)]
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(sel, 0) if len(sel) else np.full(values.shape[1:], np.nan)
+        reps = self.boot.replicates(values, rows)
+        lo, hi = np.nanquantile(reps, [(1 - bs.LEVEL) / 2, (1 + bs.LEVEL) / 2], axis=0) if len(sel) else (mean, mean)
+        n = len(sel)
         for li, layer in enumerate(layers):
             heads = range(mean.shape[1]) if mean.ndim == 2 else [None]
             for h in heads:
@@ -70,9 +78,9 @@ def _choice(c: ProbeChoice) -> dict:
 
 
 def build_tables(layers: tuple[int, ...], lens: LensFamily, div: DivergenceFamily, att: AttentionFamily | None,
-                 cka: CKAFamily, dec: DecodabilityFamily, head: Headline, n_boot: int, seed: int) -> Tables:
+                 cka: CKAFamily, dec: DecodabilityFamily, head: Headline) -> Tables:
     """Every table of the analysis as long-format rows."""
-    t = Tables(n_boot, seed)
+    t = Tables(head.boot)
     for v in lens.rank:
         t.add("lens", lens.prob[v], layers, variant=v, metric="answer_prob")
         t.add("lens", lens.top1(v).astype(float), layers, variant=v, metric="answer_top1")
@@ -115,8 +123,16 @@ def build_tables(layers: tuple[int, ...], lens: LensFamily, div: DivergenceFamil
         for facts, rows in (("lost", head.lost), ("never", head.never)):
             if rows.any():
                 for probe, values in (("own", dec.own[v]), ("lens", dec.lens[v])):
-                    t.add("decodability", values[rows].astype(float), layers, choice[probe][v], variant=v,
+                    t.add("decodability", values.astype(float), layers, choice[probe][v], rows=rows, variant=v,
                           probe=probe, facts=facts)
+    for v, values in dec.shuffled.items():
+        for facts, rows in (("eval", None), ("lost", head.lost)):
+            if rows is None or rows.any():
+                t.add("decodability", values, layers, choice["own"][v], rows=rows, variant=v, probe="shuffled",
+                      facts=facts)
+    if head.lost.any() and head.baselines.matched.any():
+        t.add("decodability", matched_values(dec.own["compressed"], head.baselines.match), layers,
+              choice["own"]["compressed"], rows=head.lost, variant="compressed", probe="own", facts="matched")
     for r in head.verdict.recoveries:
         for metric in REGIME_METRICS:
             t.put("regimes", {"variant": r.variant, "metric": metric, **getattr(r, metric).as_dict()})
@@ -142,14 +158,20 @@ def summary_rows(head: Headline, cka: CKAFamily, dec: DecodabilityFamily, layers
 
 
 def verdict_json(head: Headline, text: str, distractors: str) -> dict:
+    """Every headline number with its interval; shares beside their measured baselines and the decision."""
     v = head.verdict
-    return {"n_eval": v.n_eval, "n_lost": v.n_lost, "chance": v.chance, "layer": v.layer,
+    return {"n_eval": v.n_eval, "n_lost": v.n_lost, "uniform_chance": v.uniform_chance, "layer": v.layer,
+            "layer_chosen_on_facts": v.n_select,
             "known_original": v.known_original.as_dict(), "known_compressed": v.known_compressed.as_dict(),
             "decodable_lost": v.decodable.as_dict(), "lens_lost": v.lens_lost.as_dict(),
             "probe": None if v.probe is None else {"c": v.probe.c, "rank": v.probe.rank,
                                                    "cv_accuracy": v.probe.cv_accuracy},
-            "displaced": v.displaced.as_dict(),
-            "n_never": v.n_never, "decodable_never": v.decodable_never.as_dict(),
+            "decision": v.decision if v.n_lost >= v.min_facts else None,
+            "baselines": {"floors": [f.as_dict() for f in v.floors], "floor_used": v.floor.what or None,
+                          "ceiling": v.ceiling.as_dict() if v.ceiling.what else None,
+                          "n_matched": v.n_matched, "median_margin_nats": v.margins},
+            "normalised_decodable": v.normalised.as_dict(),
+            "n_never": v.n_never,
             "output_ranks_answer_first_lost": v.output_lost.as_dict(),
             "net_recovery": [r.net.as_dict() for r in v.recoveries if r.net is not None],
             "method_pairs": [t.as_dict() for t in v.pairs],

@@ -33,10 +33,12 @@ def name(kind: str, layer: int) -> str:
 
 def runset(arrays: Mapping[str, Mapping[str, np.ndarray]], n_layers: int, splits: list[str] | None = None,
            top1: Mapping[str, np.ndarray] | None = None, relations: list[str] | None = None,
-           probe_file: str | None = None, objects: list[str] | None = None) -> RunSet:
+           probe_file: str | None = None, objects: list[str] | None = None,
+           topk_logprobs: Mapping[str, np.ndarray] | None = None, subjects: list[str] | None = None) -> RunSet:
     """A checked RunSet; ``arrays[variant][f"{kind}"]`` is ``[n_facts, n_layers, ...]`` for each hook kind.
 
-    ``prompt_mass`` (``[n, L, H]``), when given, is stored as the pattern's ``.prompt_mass`` array.
+    ``prompt_mass`` (``[n, L, H]``), when given, is stored as the pattern's ``.prompt_mass`` array;
+    ``topk_logprobs[variant]`` (``[n, k]``) as the capture's top-k output log-probabilities.
     """
     first = next(iter(arrays.values()))
     n = len(first["resid_post"])
@@ -45,11 +47,15 @@ def runset(arrays: Mapping[str, Mapping[str, np.ndarray]], n_layers: int, splits
     objects = objects or [f"obj{i}" for i in range(n)]
     probes = [{"id": f"f{i}", "prompt": f"prompt {i}", "object": objects[i], "answers": [objects[i]],
                "relation": relations[i], "split": splits[i]} for i in range(n)]
+    for i, subject in enumerate(subjects or []):
+        probes[i]["subject"] = subject
     hooks = sorted(k for k in first if k in HOOKS)
     runs = {}
     for v, kinds in arrays.items():
         stored = {"tokens": np.zeros((n, 3), np.int64),
                   "logits/answer_top1": np.asarray((top1 or {}).get(v, np.zeros(n, bool)))}
+        if topk_logprobs and v in topk_logprobs:
+            stored["logits/topk_logprobs"] = np.asarray(topk_logprobs[v], np.float32)
         for kind in hooks:
             for la in range(n_layers):
                 stored[name(kind, la)] = kinds[kind][:, la]

@@ -63,6 +63,20 @@ def test_attention_family_entropy_js_and_prompt_mass():
     np.testing.assert_array_equal(att.prompt_mass["original"], 0.0)  # no prompt positions: no mass
 
 
+def test_attention_shift_without_the_first_key_ignores_mass_moved_to_or_from_the_sink():
+    """A recovery that only moves attention onto the first key shifts attention, but not over the other keys."""
+    p = _patterns(1.0)
+    sink = p.copy()
+    sink[..., 0] += 1.0
+    sink /= sink.sum(-1, keepdims=True)  # more mass on key 0, the rest in the same proportions
+    rs = runset({"original": {"resid_post": _resid(), "pattern": p},
+                 "compressed": {"resid_post": _resid(), "pattern": p},
+                 "prompt": {"resid_post": _resid(), "pattern": sink}}, L)
+    att = attention_family(rs)
+    assert (att.js_vs_compressed["prompt"] > 1e-4).all() and att.js_vs_compressed["prompt"].mean() > 0.05
+    np.testing.assert_allclose(att.js_vs_compressed_no_sink["prompt"], 0.0, atol=1e-12)
+
+
 def test_attention_family_is_absent_without_patterns():
     rs = runset({"original": {"resid_post": _resid()}, "compressed": {"resid_post": _resid()}}, L)
     assert attention_family(rs) is None

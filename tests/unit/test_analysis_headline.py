@@ -91,7 +91,7 @@ def test_tables_have_one_row_per_variant_metric_and_layer():
     head = headline(rs, spec, cands, dec, div, None, cka)
     lens = LensFamily(rank={v: np.zeros((N, L)) for v in VARIANTS}, prob={v: np.ones((N, L)) for v in VARIANTS},
                       kl=div.cosine, js=div.cosine)
-    t = build_tables(rs.layers, lens, div, None, cka, dec, head, 200, 0)
+    t = build_tables(rs.layers, lens, div, None, cka, dec, head)
     assert "attention" not in t.rows and len(t.rows["cka"]) == 2 * L and len(t.rows["cross_cka"]) == 2 * L * L
     top1 = [r for r in t.rows["lens"] if r["metric"] == "answer_top1"]
     assert len(top1) == 3 * L and all(r["mean"] == 1.0 and r["head"] == -1 and r["n"] == N for r in top1)

@@ -10,6 +10,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import log_softmax
 
 from probe.analysis import bootstrap as bs
+from probe.analysis.baselines import NO_COMPARISON, compare, estimate_at
 from probe.analysis.decodability import (
     ProbeData,
     build_candidates,
@@ -174,27 +175,50 @@ def test_probe_choice_never_sees_the_facts_it_is_scored_on():
     assert few.rank == 0 and np.isnan(few.cv_accuracy)  # too few facts to choose: the lens score alone
 
 
-def _inputs(flags: np.ndarray, recoveries: tuple[RecoveryNumbers, ...] = ()) -> VerdictInputs:
-    n_eval = 200
-    return VerdictInputs(model="m", compression="c", n_eval=n_eval, known_original=bs.interval(np.ones(n_eval)),
-                         known_compressed=bs.interval(np.zeros(n_eval)), n_lost=len(flags),
-                         decodable=bs.interval(flags.astype(float)), chance=0.25, layer=4, min_facts=10,
-                         recoveries=recoveries)
+def _inputs(flags: np.ndarray, recoveries: tuple[RecoveryNumbers, ...] = (), floor: float = 0.4,
+            ceiling: float | None = 0.95, n_never: int = 300) -> VerdictInputs:
+    """Lost facts decodable as ``flags``; never-known facts at ``floor``; matched kept facts at ``ceiling``."""
+    n_lost = len(flags)
+    n = n_lost + n_never
+    lost = np.arange(n) < n_lost
+    never = ~lost
+    values = np.r_[flags, np.arange(n_never) % 100 < floor * 100].astype(float)[:, None]
+    boot = bs.ClusterBootstrap(np.arange(n), 1000, seed=0)
+    picked = np.zeros(1000, int)
+    share = estimate_at(boot, values, lost, 0, picked)
+    floor_cmp = compare("probe on never-known facts", share, estimate_at(boot, values, never, 0, picked))
+    ceil = NO_COMPARISON
+    if ceiling is not None:
+        hits = np.random.default_rng(1).permutation(n_lost) < round(ceiling * n_lost)
+        matched = np.r_[hits, np.full(n_never, np.nan)].astype(float)[:, None]
+        ceil = compare("probe on margin-matched kept facts", share, estimate_at(boot, matched, lost, 0, picked))
+    return VerdictInputs(model="m", compression="c", n_eval=n, known_original=bs.interval(np.ones(n)),
+                         known_compressed=bs.interval(np.zeros(n)), n_lost=n_lost, decodable=share.interval,
+                         uniform_chance=0.25, layer=4, min_facts=10, recoveries=recoveries, n_never=n_never,
+                         floors=(floor_cmp,), floor=floor_cmp, ceiling=ceil, n_matched=n_lost)
 
 
 def test_verdict_follows_the_numbers():
-    displaced = _inputs(np.arange(100) % 10 != 0)  # 90% decodable → 87% after chance correction
-    assert decide(displaced.displaced) == "displaced"
-    assert "displaced rather than forgotten" in verdict_text(displaced)
-    assert "87%" in verdict_text(displaced)
-    forgotten = _inputs(np.arange(100) % 5 == 0)  # 20%: below chance
-    assert decide(forgotten.displaced) == "forgotten"
-    assert "therefore forgotten" in verdict_text(forgotten)
-    unsure = _inputs(np.arange(20) % 8 < 5)  # 62.5% of 20 facts: corrected interval spans one half
-    assert decide(unsure.displaced) == "undecided"
-    assert "do not decide" in verdict_text(unsure)
+    displaced = _inputs(np.arange(100) % 10 != 0)  # 90% decodable; floor 40%, ceiling 95%
+    assert displaced.decision == "displaced" and "displaced rather than forgotten" in verdict_text(displaced)
+    assert "the same probe picks it for 40%" in verdict_text(displaced) and "+50 [" in verdict_text(displaced)
+    partly = _inputs(np.arange(200) % 20 < 13)  # 65%: above the floor, below the ceiling
+    assert partly.decision == "partly displaced" and "partly displaced" in verdict_text(partly)
+    forgotten = _inputs(np.arange(200) % 50 < 21)  # 42%: at the floor, far below the ceiling
+    assert forgotten.decision == "forgotten" and "is forgotten as far as" in verdict_text(forgotten)
+    unsure = _inputs(np.arange(20) % 10 < 6, ceiling=0.8, n_never=20)  # 60% of 20 vs 40% and 80% of 20
+    assert unsure.decision == "undecided" and "do not decide" in verdict_text(unsure)
+    no_ceiling = _inputs(np.arange(100) % 10 != 0, ceiling=None)
+    assert no_ceiling.decision == "displaced"
     few = _inputs(np.ones(4, bool))
     assert "fewer than the 10" in verdict_text(few) and "displaced rather" not in verdict_text(few)
+
+
+def test_decision_needs_separation_from_a_measured_floor():
+    """Both ends are measured: no floor is undecided, however high the share."""
+    assert decide(NO_COMPARISON, NO_COMPARISON) == "undecided"
+    v = _inputs(np.ones(100, bool))
+    assert decide(v.floor, NO_COMPARISON) == "displaced" and decide(NO_COMPARISON, v.ceiling) == "undecided"
 
 
 def test_verdict_counts_recoveries_both_ways_and_ranks_only_where_mcnemar_separates():
@@ -216,23 +240,27 @@ def test_verdict_counts_recoveries_both_ways_and_ranks_only_where_mcnemar_separa
 
 def test_verdict_states_its_controls_and_the_two_regimes():
     flags = np.arange(100) % 10 != 0  # 90% of lost facts decodable
-    base = replace(_inputs(flags), n_never=300, decodable_never=bs.interval(np.arange(300) % 10 < 4),
-                   output_lost=bs.interval(np.arange(100) % 10 < 8))
+    base = replace(_inputs(flags), output_lost=bs.interval(np.arange(100) % 10 < 8))
     text = verdict_text(base)
-    assert "neither model knows, the same probe picks the answer for 40%" in text
-    assert "far more decodable than never-known" in text
+    assert "on the 300 facts neither model knows the same probe picks it for 40%" in text
+    assert "matched to the lost ones by the original's margin" in text
     assert "ranks the answer first among the candidates for 80%" in text and "demotes the answer" in text
     hidden = verdict_text(replace(base, output_lost=bs.interval(np.arange(100) % 10 < 3)))
     assert "demotes" not in hidden and "no longer ranks first" in hidden
 
-    def rec(name: str, mass: float, shift: float, mlp: float, dcka: float) -> RecoveryNumbers:
+    def rec(name: str, mass: float, shift: float, mlp: float, dcka: float, rest: float) -> RecoveryNumbers:
         const = lambda x: bs.interval(np.full(50, x) + np.linspace(-0.005, 0.005, 50))  # noqa: E731
         return RecoveryNumbers(name, regained=bs.interval(np.arange(100) % 10 < 3), delta_cka=const(dcka),
-                               prompt_mass=const(mass), attn_shift=const(shift), mlp_change=const(mlp))
+                               prompt_mass=const(mass), attn_shift=const(shift), mlp_change=const(mlp),
+                               attn_shift_no_sink=const(rest))
 
-    two = verdict_text(replace(base, recoveries=(rec("prompt", 0.69, 0.27, 0.57, -0.09),
-                                                 rec("lora", 0.0, 0.005, 0.30, 0.005))))
+    two = verdict_text(replace(base, recoveries=(rec("prompt", 0.69, 0.27, 0.57, -0.09, 0.2),
+                                                 rec("lora", 0.0, 0.005, 0.30, 0.005, 0.004))))
     assert "Two regimes: prompt puts 69% of attention on its prompt" in two and "intervals apart" in two
-    assert "while lora shifts it by 0.005 nats" in two and "None pulls the residual stream back" in two
-    one = verdict_text(replace(base, recoveries=(rec("lora", 0.0, 0.005, 0.30, 0.1),)))
+    assert "and lora by 0.005 nats" in two and "None pulls the residual stream back" in two
+    assert "No untrained-prefix control was captured" in two
+    sink = verdict_text(replace(base, recoveries=(rec("prompt", 0.69, 0.27, 0.57, -0.09, 0.004),
+                                                  rec("lora", 0.0, 0.005, 0.30, 0.005, 0.004))))
+    assert "Two regimes" not in sink and "do not show two regimes of recovery beyond the first-token" in sink
+    one = verdict_text(replace(base, recoveries=(rec("lora", 0.0, 0.005, 0.30, 0.1, 0.004),)))
     assert "Two regimes" not in one and "lora pulls the residual stream back toward the original" in one

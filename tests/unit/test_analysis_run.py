@@ -94,6 +94,10 @@ def test_a_run_against_itself_has_zero_divergence_and_cka_one(artifacts, origina
     assert all(dec[("compressed", "transfer", la)] == dec[("compressed", "own", la)] for la in range(4))
     verdict = json.loads((result.path / "verdict.json").read_text())
     assert verdict["n_eval"] == 8 and verdict["n_lost"] == 0 and "train-split" in verdict["decodability"]
+    assert verdict["patching"]["note"].startswith("activation patching was not asked for")
+    assert analyze(_spec(patching=True, force=True)).path == result.path
+    assert json.loads((result.path / "verdict.json").read_text())["patching"]["note"].startswith(
+        "activation patching skipped: the compressed model is not built")
     assert (result.path / "verdict.md").read_text().strip().endswith("nothing to call displaced or forgotten.")
     for name in ("divergence_lens_js", "cka_cka", "cross_cka_compressed", "decodability_own"):
         assert (result.path / "figures" / f"{name}.json").is_file()
@@ -202,9 +206,17 @@ def test_lost_facts_and_a_recovery_reach_the_verdict(artifacts, original_capture
     for path, top1 in ((artifacts / "captures" / "tiny-llama" / RUN, np.ones(12, bool)), (twin, np.zeros(12, bool)),
                        (prompt, np.arange(12) % 2 == 0)):
         _set_known(path, top1)
-    result = analyze(_spec())
+    _rtn3_variant(artifacts)  # built: patching runs on the models themselves
+    result = analyze(_spec(patching=True))
     verdict = json.loads((result.path / "verdict.json").read_text())
     assert verdict["n_lost"] == 8 and verdict["known_original"]["mean"] == 1.0
+    patching = verdict["patching"]  # the random tiny model knows none of them in this run, so none count
+    assert patching["facts_patched"] == 8 and patching["sanity"]["original_misses_unpatched"] == 8
+    assert patching["seconds_per_fact_layer"] > 0 and patching["forward_passes_per_fact"] == 2 * 4 * 2 + 2
+    assert {r["variant"] for r in verdict["graded"]["ranks"]} == {"original", "compressed"}
+    assert {r["facts"] for r in verdict["graded"]["replacements"]} == {"lost facts: the compressed model's output"}
+    assert verdict["decision"] in ("displaced", "partly displaced", "forgotten", "undecided")
+    assert [f["baseline"] for f in verdict["baselines"]["floors"]] == ["label-shuffled probe on the lost facts"]
     assert 0 <= verdict["decodable_lost"]["mean"] <= 1 and verdict["decodable_lost"]["n"] == 8
     regimes = {r["metric"]: r for r in _rows(result.path, "regimes") if r["variant"] == "prompt"}
     assert regimes["regained"]["n"] == 8 and 0 < regimes["regained"]["mean"] < 1

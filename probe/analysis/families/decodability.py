@@ -6,7 +6,7 @@ eval split alone fall back to cross-validation over eval facts, said in :attr:`n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,10 +41,20 @@ class DecodabilityFamily:
     held_out: bool
     note: str
     choice: dict[str, list[ProbeChoice]]
+    shuffled: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+SHUFFLED_VARIANTS = ("compressed",)  # whose probe gets label-shuffled twins (the verdict's chance)
 
 
 def decodability_family(rs: RunSet, lens: Lens, cands: CandidateSet, min_facts: int, folds: int,
-                        seed: int) -> DecodabilityFamily:
+                        seed: int, shuffles: int = 0) -> DecodabilityFamily:
+    """Lens, own and transfer decodability per eval fact and layer; ``shuffles`` label-shuffled probes.
+
+    ``shuffled[v]`` (float ``[n, L]``, the compressed model's): per eval fact, the share of
+    ``shuffles`` probes trained exactly as ``own`` (same training facts, same nested choice of C
+    and rank) but on label-shuffled answers, that pick the true answer: the probe's measured chance.
+    """
     held_out = len(rs.train_rows) >= min_facts
     note = ("(probes trained on train-split facts, scored on eval-split facts; C and rank chosen by "
             "cross-validation within the train-split facts)" if held_out else
@@ -56,6 +66,7 @@ def decodability_family(rs: RunSet, lens: Lens, cands: CandidateSet, min_facts: 
     out = {kind: {v: np.zeros(shape, bool) for v in rs.variants} for kind in ("lens", "own")}
     out["transfer"] = {v: np.zeros(shape, bool) for v in rs.others}
     choice: dict[str, list[ProbeChoice]] = {v: [] for v in rs.variants}
+    shuffled = {v: np.zeros(shape) for v in SHUFFLED_VARIANTS if v in rs.variants and shuffles > 0}
     groups_tr, groups_ev = subject_labels(rs.probes, tr), subject_labels(rs.probes, ev)
     rows = np.arange(len(rs.probes))
     for li, layer in enumerate(track(rs.layers, "Decodability")):
@@ -74,4 +85,10 @@ def decodability_family(rs: RunSet, lens: Lens, cands: CandidateSet, min_facts: 
             for key, correct in got.correct.items():
                 kind, w = key.split(":")
                 out[kind][w][:, li] = correct
-    return DecodabilityFamily(out["lens"], out["own"], out["transfer"], held_out, note, choice)
+        for v in shuffled:
+            for s in range(shuffles):
+                fake = data[v].shuffled(seed + 1 + s)
+                got = (held_out_correct(fake.subset(tr), {"t": ev_data[v]}, groups=groups_tr, seed=seed) if held_out
+                       else cross_val_correct(fake.subset(ev), {"t": ev_data[v]}, folds, groups=groups_ev, seed=seed))
+                shuffled[v][:, li] += got.correct["t"] / shuffles
+    return DecodabilityFamily(out["lens"], out["own"], out["transfer"], held_out, note, choice, shuffled)
