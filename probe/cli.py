@@ -190,7 +190,7 @@ def compress_cmd(values: Values,
 def _recover_settings() -> dict[str, list[Option]]:
     from probe.recover.spec import RecoverSpec  # lazily, for start-up time
 
-    return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device", "allow_pickle"))}
+    return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device", "dtype", "allow_pickle"))}
 
 
 @stage("recover", _recover_settings)
@@ -219,7 +219,7 @@ def recover_cmd(values: Values,
 def _costs_settings() -> dict[str, list[Option]]:
     from probe.costs import CostSpec  # lazily, for start-up time (imports torch)
 
-    return {"spec": options(CostSpec), "load": options(ModelSpec, only=("allow_pickle",))}
+    return {"spec": options(CostSpec), "load": options(ModelSpec, only=("dtype", "allow_pickle"))}
 
 
 @stage("costs", _costs_settings)
@@ -267,7 +267,7 @@ def runs_cmd() -> None:
 def _analyze_settings() -> dict[str, list[Option]]:
     from probe.analysis.spec import AnalyzeSpec  # lazily, for start-up time
 
-    return {"spec": options(AnalyzeSpec), "load": options(ModelSpec, only=("allow_pickle",))}
+    return {"spec": options(AnalyzeSpec), "load": options(ModelSpec, only=("dtype", "allow_pickle"))}
 
 
 @stage("analyze", _analyze_settings)

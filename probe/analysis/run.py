@@ -51,8 +51,12 @@ class AnalysisResult:
     verdict: str
 
 
-def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
-    """Run the analysis and write the store's analysis ``spec.folder_name``."""
+def analyze(spec: AnalyzeSpec, allow_pickle: bool = False, dtype: str = "auto") -> AnalysisResult:
+    """Run the analysis and write the store's analysis ``spec.folder_name``.
+
+    The original loads in ``dtype`` (``auto``: float32 on CPU) for its final norm and unembedding only,
+    which the lens upcasts to float32; CKA runs in float64, divergences in float32 or above.
+    """
     artifact = ArtifactStore.default().analysis(spec.folder_name)
     final = artifact.path
     if final.exists() and not spec.force:
@@ -60,7 +64,7 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
     t0 = time.perf_counter()
     rs = check_runs(find_runs(spec))
     bs.check_enough(len(rs.eval_rows), spec.min_facts, "the eval split")
-    base = load_model(ModelSpec(spec.model, model_path=spec.model_path, dtype="float32", allow_pickle=allow_pickle))
+    base = load_model(ModelSpec(spec.model, model_path=spec.model_path, dtype=dtype, allow_pickle=allow_pickle))
     model_hash = rs.runs["original"].manifest.get("parents", {}).get("model")
     if model_hash and model_hash != base.model_hash:
         raise ProbeError(f"the original capture was made from other weights ({model_hash}) than {spec.model} "
