@@ -28,7 +28,7 @@ from probe.analysis.families.attention import attention_family
 from probe.analysis.families.cka import cka_family
 from probe.analysis.families.decodability import decodability_family
 from probe.analysis.families.divergence import divergence_family
-from probe.analysis.families.lens import lens_family
+from probe.analysis.families.lens import cached_lens_family
 from probe.analysis.figures import write_figures
 from probe.analysis.headline import headline
 from probe.analysis.lens import Lens
@@ -41,7 +41,7 @@ from probe.errors import ProbeError
 from probe.models.bridge import hook_model
 from probe.models.load import load_model
 from probe.progress import console
-from probe.store import ArtifactStore
+from probe.store import ArtifactStore, model_key
 
 
 @dataclass
@@ -71,9 +71,10 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False, dtype: str = "auto") 
                          f"loads now ({base.model_hash}): recapture with {capture_command(spec, 'original')}")
     cands = cand.build(rs, base.tokenizer, spec.seed)
     lens = Lens.from_bridge(hook_model(base))
+    model_hash_now = base.model_hash
     del base
 
-    lens_f = lens_family(rs, lens, cands.answers)
+    lens_f, streamed = cached_lens_family(rs, lens, cands.answers, model_key(spec.model), model_hash_now)
     div = divergence_family(rs)
     att = attention_family(rs)
     cka = cka_family(rs, spec.n_boot_cka, spec.seed)
@@ -95,6 +96,7 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False, dtype: str = "auto") 
             runs={v: str(r.path) for v, r in rs.runs.items()}, layers=list(rs.layers), hooks=sorted(rs.hooks),
             position=POS, n_eval=len(rs.eval_rows), n_train=len(rs.train_rows), tables=sorted(tables.rows),
             figures=figures, seconds=round(time.perf_counter() - t0, 2), distractors=cands.distractors,
+            lens_streamed=streamed,
             lens="every variant is read through the ORIGINAL model's final norm and unembedding (compression "
                  "and recovery leave both untouched by default)"))
     console.print(f"analysis written in {time.perf_counter() - t0:.1f} s: {final}")
