@@ -100,3 +100,29 @@ def test_the_family_is_stored_once_and_recomputed_when_a_capture_changes(artifac
     assert streamed == ["compressed"]
     _, streamed = cached_lens_family(rs, lz, answers, "m", "other weights")
     assert streamed == ["original", "compressed"]
+
+
+def test_the_dashboard_click_reads_the_stored_ranks_equal_to_unembedding_again(tmp_path):
+    from dashboards import data
+    from tests.browser.conftest import COMPRESSION, MODEL, build_artifacts
+
+    root = build_artifacts(tmp_path)
+    exp = data.find_experiment(root, f"{MODEL}/{COMPRESSION}")
+    runs = tuple(exp.runs[v] for v in exp.variants)
+    layers = list(range(4))
+    facts = data.probes(root, MODEL, runs[0])
+    eval_rows = [i for i, f in enumerate(facts) if f["split"] == "eval"]
+    assert eval_rows and len(eval_rows) < len(facts)
+    for i in range(len(facts)):
+        stored = data.stored_lens_ranks(root, MODEL, runs, layers, i)
+        recomputed = data._lens_ranks(str(root.resolve()), MODEL, runs, tuple(layers), i, facts[i]["prompt"],
+                                      tuple(facts[i]["answers"]))
+        if i not in eval_rows:
+            assert stored is None  # the analysis stores eval facts only: the click unembeds those
+            continue
+        for a, b in zip(stored, recomputed, strict=True):
+            np.testing.assert_array_equal(a, b)
+    manifest = root / "captures" / MODEL / runs[1] / "manifest.json"  # a recapture makes them stale
+    manifest.write_text(manifest.read_text().replace('"status"', '"note": "recaptured", "status"', 1))
+    data.clear_caches()
+    assert data.stored_lens_ranks(root, MODEL, runs, layers, eval_rows[0]) is None
