@@ -30,7 +30,8 @@ from probe.store import ArtifactStore
 
 Values = dict[str, dict[str, Any]]  # option group → {public name: value}
 _STAGES: dict[str, tuple[Callable[..., None], Callable[[], dict[str, list[Option]]]]] = {}
-ORDER = ("models", "eval", "compress", "recover", "costs", "capture", "runs", "analyze", "dashboard", "run", "demo")
+ORDER = ("models", "plan", "eval", "compress", "recover", "costs", "capture", "runs", "analyze", "dashboard", "run",
+         "demo")
 
 
 class _Group(TyperGroup):
@@ -304,6 +305,27 @@ def dashboard_cmd(values: Values) -> None:
     spec = build(DashboardSpec, values["spec"])
     _check_port(spec.host, spec.port)
     serve(spec.artifacts or ArtifactStore.default().root, host=spec.host, port=spec.port, debug=spec.debug)
+
+
+# ---- probe plan ----------------------------------------------------------------------------------
+def _plan_settings() -> dict[str, list[Option]]:
+    from probe.plan.predict import PlanSpec  # lazily, for start-up time (imports torch)
+
+    return {"spec": options(PlanSpec)}
+
+
+@stage("plan", _plan_settings)
+def plan_cmd(values: Values,
+             experiment: Annotated[str, typer.Argument(help="Experiment file (TOML), e.g. experiments/llama7b.toml.")]
+             ) -> None:
+    """Predicted peak memory, disk and time of every stage of an experiment, before it runs."""
+    from probe.experiment.spec import load_experiment  # lazily, for start-up time
+    from probe.plan.predict import PlanSpec, plan_experiment, plan_lines, plan_table  # lazily (imports torch)
+
+    result = plan_experiment(load_experiment(experiment), build(PlanSpec, values["spec"]))
+    out.print(plan_table(result))
+    for line in plan_lines(result):
+        out.print(line, markup=False, highlight=False)
 
 
 # ---- probe run / probe demo ----------------------------------------------------------------------
