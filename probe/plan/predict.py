@@ -227,11 +227,13 @@ def plan_experiment(exp: ExperimentSpec, spec: PlanSpec = PlanSpec()) -> Plan:
     host_b = BYTES[exp.model_spec.dtype] if exp.model_spec.dtype != "auto" else 4  # the analysis loads on CPU
     parts = {"original's weights (CPU)": p * host_b, "residuals of a layer (float64)": 2 * n_eval * shape.hidden * 8 *
              len(exp.variants), "lens block": 64 * min(shape.vocab, 65536) * 4 * len(exp.variants) * 3}
+    need = math.ceil((PROCESS_BYTES + sum(parts.values())) / GB)
+    fix = ('set [model] dtype = "float16" (exact for a float16 checkpoint) to halve the original\'s weights in RAM'
+           if host_b == 4 else f"run the analysis on a host with at least {need} GB of RAM")
     lens_flops = 2 * len(exp.variants) * shape.layers * n_eval * 2 * shape.hidden * shape.vocab
     stages.append(StagePlan("analyze", "host", PROCESS_BYTES + sum(parts.values()), 0,
                             lens_flops / CPU_FLOPS + a.n_boot_cka * len(exp.variants) * shape.layers * 0.01,
-                            parts, "set [model] dtype = \"float16\" (exact for a float16 checkpoint) to halve "
-                                   "the original's weights in RAM"))
+                            parts, fix))
     return Plan(exp.name, shape, device, dtype, limit, host, disk_limit, stages)
 
 
