@@ -53,8 +53,8 @@ def install(counter: Counter) -> None:
         counter.see()
         return loaded
 
-    for module in list(sys.modules.values()):
-        if getattr(module, "load_model", None) is original:
+    for name, module in list(sys.modules.items()):  # our modules only: others import lazily on attribute access
+        if name.startswith("probe.") and vars(module).get("load_model") is original:
             module.load_model = counted
 
 
