@@ -30,6 +30,7 @@ _ROWS = 256  # facts per unembedding block: [256, vocab] float32 logits at a tim
 VOCAB_CHUNK = 65536  # vocabulary columns per streamed block: every model here fits one (one unembedding pass)
 STREAM_ROWS = 64  # facts per streamed block: [64, VOCAB_CHUNK] float32 = 16 MB per variant
 TOP_K = 10  # top lens tokens stored per fact and layer
+_TINY = torch.finfo(torch.float32).tiny  # where both probabilities underflow, their terms are 0 (not NaN)
 
 
 @dataclass
@@ -146,14 +147,16 @@ class _Block:
         self.lse = self.max + torch.log(self.sum)
         self.answer_lp = self.answer - self.lse
 
-    def second_pass(self, lp: torch.Tensor, ref: torch.Tensor | None) -> None:
-        """Ranks (log-probabilities above each answer's) and, against ``ref``'s log-probabilities, KL/JS sums."""
+    def second_pass(self, lp: torch.Tensor, ref: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Ranks (log-probabilities above each answer's) and, against ``ref`` (log-probabilities and
+        probabilities of the reference), the KL/JS sums; ``0·log 0 = 0`` where both probabilities vanish."""
         self.rank += (lp[:, None, :] > self.answer_lp[:, :, None]).sum(-1)
         if ref is None:
             return
-        p, q = ref.exp(), lp.exp()
+        ref, p = ref
+        q = lp.exp()
         self.kl += (p * (ref - lp)).sum(1, dtype=torch.float64)
-        logm = torch.logaddexp(ref, lp) - math.log(2.0)
+        logm = torch.log((p + q).clamp_min(_TINY)) - math.log(2.0)
         f64 = torch.float64
         self.js += 0.5 * ((p * (ref - logm)).sum(1, dtype=f64) + (q * (lp - logm)).sum(1, dtype=f64))
 
@@ -209,7 +212,7 @@ def stream_layer(lens: Lens, residuals: Mapping[str, np.ndarray], answers: Seque
                 lp = z - blk.lse
                 blk.second_pass(lp, ref)
                 if v == reference:
-                    ref = lp
+                    ref = (lp, lp.exp())
         for v, blk in blocks.items():
             parts[v].append(blk.result(v == reference))
     return {v: LayerStats(*(None if getattr(ps[0], f) is None else np.concatenate([getattr(p, f) for p in ps])
