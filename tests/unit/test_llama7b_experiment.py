@@ -57,10 +57,14 @@ def _shrunk(text: str, name: str, folder: Path, probes: Path) -> str:
                 line = new
                 break
         out.append(line)
-    text = "\n".join(out).replace('[analyze]', '[analyze]\nmin_facts = 4') + "\n"
+    text = "\n".join(out) + "\n"
+    for table, extra in (("[analyze]", "min_facts = 4"), ("[compress]", "evaluate = false"),
+                         ("[recover]", "fast = true\nevaluate = false")):  # no eval-split scoring, small corpus
+        text = text.replace(f"\n{table}\n", f"\n{table}\n{extra}\n", 1)
     return re.sub(r'^dtype = "float16".*$', 'dtype = "auto"', text, count=1, flags=re.M)  # [model]: CPU float32
 
 
+@pytest.mark.timeout(1200)  # fifteen stages; about two minutes on a quiet 2-core machine
 @pytest.mark.parametrize("arch,name", [("llama", "llama7b"), ("opt", "opt-6.7b")])
 def test_the_llama7b_experiment_runs_end_to_end_on_a_small_local_folder(artifacts, tmp_path, arch, name):
     folder = _folder(tmp_path / f"small-{arch}", arch)
