@@ -13,8 +13,9 @@ settings; nothing loads weights. Memory is the sum of what a stage holds at its 
   log-softmax, KL, gradient), eager attention ``batch × heads × tokens²``, and for training the
   saved activations of the backward pass (~34·hidden bytes per token and layer at 2-byte
   activations, Korthikanti et al. 2022) plus AdamW's three float32 copies of the trainable weights;
-* GPTQ's Hessians (``in_features²`` float32 per linear of the layer being compressed) and the
-  calibration activations of one layer.
+* GPTQ's Hessians (``in_features²`` float32 per linear of the layer being compressed), the
+  calibration activations of one layer, and the plain dense copy the result is baked into (float32,
+  built on the CPU: host RAM when compressing on a GPU).
 
 Disk: weights saved per variant, the capture's arrays (the recorder's own layout, uncompressed,
 an upper bound), adapters. Time: floating-point operations (2 per parameter per token forward,
@@ -76,6 +77,7 @@ class StagePlan:
     seconds: float
     parts: dict[str, float] = field(default_factory=dict)  # memory by part
     fix: str = ""  # what to change when it does not fit
+    host: float = 0.0  # host RAM a device stage also needs (bytes), checked too
 
     def fits(self, limit: float) -> bool:
         return self.memory <= limit
@@ -99,6 +101,9 @@ class Plan:
             if not s.fits(limit):
                 out.append(f"{s.key} needs {s.memory / GB:.1f} GB of {s.where} memory, "
                            f"{limit / GB:.0f} GB available: {s.fix or 'use a larger device'}")
+            if s.where == "device" and s.host > self.host_limit:
+                out.append(f"{s.key} also needs {s.host / GB:.1f} GB of host RAM, {self.host_limit / GB:.0f} GB "
+                           f"available: use a host with more RAM")
             if s.fix.startswith("capture"):
                 out.append(f"{s.key}: {s.fix}")
         disk = sum(s.disk for s in self.stages)
@@ -174,11 +179,14 @@ def plan_experiment(exp: ExperimentSpec, spec: PlanSpec = PlanSpec()) -> Plan:
         hessians = 4 * (6 * shape.hidden ** 2 + shape.intermediate ** 2)
         calib = 2 * c.n_calibration * c.seq_len * max(shape.hidden, shape.intermediate) * 4
         parts = {"weights (float32)": p * 4, "GPTQ Hessians of a layer": hessians, "calibration activations": calib}
+        copy = p * 4  # the plain dense copy the compressed model is baked into (built on the CPU)
+        if not cuda:
+            parts["plain dense copy"] = copy
         flops = 2 * p * c.n_calibration * c.seq_len + 2 * shape.layers * (4 * shape.hidden ** 3 + 3 * shape.hidden **
                                                                             2 * shape.intermediate)
         stages.append(StagePlan(f"compress:{m}", where, overhead + sum(parts.values()), p * 4, flops / rate +
                                 _load_seconds(p * 4), parts, "compress with --device cuda and a smaller "
-                                "n_calibration, or on a larger device"))
+                                "n_calibration, or on a larger device", host=PROCESS_BYTES + copy if cuda else 0.0))
     for m in exp.recoveries:
         r = exp.recover_spec(m)
         tokens = r.seq_len + (r.n_tokens if m in ("prompt", "prefix", "idp") else 0)
