@@ -78,6 +78,7 @@ class StagePlan:
     parts: dict[str, float] = field(default_factory=dict)  # memory by part
     fix: str = ""  # what to change when it does not fit
     host: float = 0.0  # host RAM a device stage also needs (bytes), checked too
+    refused: str = ""  # why the stage would stop whatever the memory, and what to change
 
     def fits(self, limit: float) -> bool:
         return self.memory <= limit
@@ -97,6 +98,8 @@ class Plan:
     def problems(self) -> list[str]:
         out = []
         for s in self.stages:
+            if s.refused:
+                out.append(f"{s.key}: {s.refused}")
             limit = self.memory_limit if s.where == "device" else self.host_limit
             if not s.fits(limit):
                 out.append(f"{s.key} needs {s.memory / GB:.1f} GB of {s.where} memory, "
@@ -197,9 +200,13 @@ def plan_experiment(exp: ExperimentSpec, spec: PlanSpec = PlanSpec()) -> Plan:
         parts = {"teacher + student weights": 2 * weights, "saved activations": act,
                  "logits (float32)": _logits(r.batch_size, tokens, shape, "train"), "AdamW": 16 * trainable}
         flops = r.steps * r.batch_size * tokens * 8 * p + r.n_texts * r.text_tokens * 2 * p
+        refused = ("IDP selects prompts with a Llama-style decoder (q_proj/k_proj, rotary embeddings); "
+                   f"{shape.architecture} is not one: drop idp from [recover] methods"
+                   if m == "idp" and shape.architecture.startswith("OPT") else "")
         stages.append(StagePlan(f"recover:{m}", where, overhead + sum(parts.values()), 4 * trainable,
                                 flops / rate + _load_seconds(2 * weights), parts,
-                                "lower [recover] batch_size or seq_len, or load in bfloat16 ([model] dtype)"))
+                                "lower [recover] batch_size or seq_len, or load in bfloat16 ([model] dtype)",
+                                refused=refused))
     for v in exp.variants:
         cs = exp.capture_spec(v)
         n, _ = _n_probes(cs.probes, cs.split)
