@@ -1,6 +1,6 @@
 """Memory on the real SmolLM2: peak RSS per stage, at most two models alive at once, and `probe plan` within 30%.
 
-Every stage of a small SmolLM2 experiment (RTN 3-bit, a prompt and a LoRA recovery of a few steps,
+Every stage of a small SmolLM2 experiment (RTN 3-bit, a LoRA recovery of a few steps,
 captures of 100 builtin facts, costs, analysis) runs in its own process (:mod:`tests.integration.stage_memory`),
 which reports its peak RSS (``ru_maxrss``) and the most HF models alive at once, counted from the
 live objects. No wall times are asserted.
@@ -19,8 +19,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
-STAGES = ("model", "compress:rtn3", "recover:prompt", "recover:lora", "capture:original", "capture:compressed",
-          "capture:prompt", "capture:lora", "costs", "analyze")
+STAGES = ("compress:rtn3", "recover:lora", "capture:original", "capture:compressed", "capture:lora", "costs",
+          "analyze")
 
 
 def _probe_file(folder: Path) -> Path:
@@ -46,7 +46,7 @@ evaluate = false
 n_calibration = 8
 seq_len = 64
 [recover]
-methods = ["prompt", "lora"]
+methods = ["lora"]
 steps = 3
 batch_size = 4
 seq_len = 48
@@ -95,8 +95,8 @@ def test_every_stage_holds_at_most_two_models(measured):
     assert set(out) == set(STAGES) and all(v["outcome"] in ("built", "ready") for v in out.values())
     for key, v in out.items():
         assert v["loads"] >= 1 and 1 <= v["models_alive_max"] <= 2, (key, v)
-    assert out["costs"]["models_alive_max"] == 1  # one variant at a time, not all four
-    assert out["recover:prompt"]["models_alive_max"] == 2  # the teacher and the student
+    assert out["costs"]["models_alive_max"] == 1  # one variant at a time, not all three
+    assert out["recover:lora"]["models_alive_max"] == 2  # the teacher and the student
     assert out["capture:original"]["models_alive_max"] == 1
     assert all(v["peak_rss"] > v["rss_before"] for v in out.values())
 
