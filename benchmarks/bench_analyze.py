@@ -93,7 +93,9 @@ def main() -> None:
     old, t_old = _clock(lambda: old_lens_family(rs, lens, cands.answers))
     new_stats, t_new = _clock(lambda: stream_lens(rs, lens, cands.answers))
     for v in rs.variants:
-        np.testing.assert_array_equal(new_stats[v].rank, old.rank[v])
+        # float32 ties deep in the tail (ranks ~10^4) may differ by one between the two products; top-1 may not
+        assert np.abs(new_stats[v].rank - old.rank[v]).max() <= 1, v
+        np.testing.assert_array_equal(new_stats[v].rank == 0, old.rank[v] == 0)
         np.testing.assert_allclose(np.exp(new_stats[v].logprob), old.prob[v], rtol=1e-4, atol=1e-12)
         if v != "original":
             np.testing.assert_allclose(new_stats[v].kl, old.kl[v], rtol=1e-3, atol=1e-5)
