@@ -6,8 +6,10 @@ by root, model, run, array and probe index); whole arrays are never loaded excep
 per-probe vectors (``prompt/chosen``). JSON artifacts are cached keyed by their modification time
 (the store's ``cached`` reads), so a rerun of the pipeline shows up without a restart.
 
-Nothing here imports torch or transformers at start-up: only the per-fact logit lens (Probes page)
-needs the model's final norm and unembedding, and imports them on first use.
+Nothing here imports torch or transformers at start-up: the per-fact logit lens (Probes page) reads
+the ranks `probe analyze` stored (:class:`probe.store.LensArtifact`); only a fact they do not cover
+(a train-split fact, a capture changed since) needs the model's final norm and unembedding, imported
+on first use.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tokenizers import Tokenizer
 from zarr.core.sync import sync
 
 from probe.analysis.spec import VARIANT_ORDER
+from probe.artifacts import spec_hash
 from probe.capture.store import READ_ERRORS, open_run
 from probe.config import ModelSpec
 from probe.errors import ProbeError
@@ -256,11 +259,47 @@ def _lens(root: str, model: str):
     return Lens.from_model(base.model), base.tokenizer
 
 
+@lru_cache(maxsize=64)
+def _lens_stats(root: str, model: str, run: str, mtime_ns: int) -> tuple[dict[int, int], dict[int, int], np.ndarray]:
+    """A capture's stored lens ranks: row → position, layer → column, ranks ``[n, L]`` (cached until rewritten)."""
+    handle = store(root).lens(model, run)
+    spec = (handle.manifest() or {}).get("spec", {})
+    with np.load(handle.stats_file) as f:
+        ranks = f["rank"]
+    return ({r: i for i, r in enumerate(spec.get("rows", []))}, {la: i for i, la in enumerate(spec.get("layers", []))},
+            ranks)
+
+
+def stored_lens_ranks(root: Path, model: str, runs: tuple[str, ...], layers: list[int],
+                      index: int) -> list[np.ndarray] | None:
+    """The ranks `probe analyze` stored for this fact (its eval facts), or None where any run lacks fresh ones."""
+    out = []
+    for run in runs:
+        handle = store(root).lens(model, run)
+        try:
+            manifest = handle.manifest()
+            if manifest is None or manifest.get("parents", {}).get("capture") != spec_hash(
+                    open_capture(root, model, run).manifest):
+                return None  # none stored, or the capture changed since
+            rows, cols, ranks = _lens_stats(str(Path(root).resolve()), model, run,
+                                            handle.stats_file.stat().st_mtime_ns)
+        except (ProbeError, OSError, KeyError, ValueError):
+            return None
+        if int(index) not in rows or any(la not in cols for la in layers):
+            return None
+        out.append(ranks[rows[int(index)], [cols[la] for la in layers]].astype(np.int64))
+    return out
+
+
 def lens_ranks(root: Path, model: str, runs: tuple[str, ...], layers: list[int], index: int) -> list[np.ndarray]:
     """Per run, the rank of the fact's answer (best accepted answer's first token) through the logit lens per layer.
 
-    Every run's rows are read in one concurrent pass and unembedded in one product.
+    Read from the statistics `probe analyze` stored (eval facts); otherwise every run's rows are read in
+    one concurrent pass and unembedded in one product (the model loads on first use).
     """
+    stored = stored_lens_ranks(root, model, runs, layers, index)
+    if stored is not None:
+        return stored
     fact = probes(root, model, runs[0])[int(index)]
     return list(_lens_ranks(str(Path(root).resolve()), model, tuple(runs), tuple(layers), int(index),
                             fact["prompt"], tuple(fact["answers"])))
@@ -368,7 +407,7 @@ def cost_rows(root: Path) -> list[dict]:
 
 def clear_caches() -> None:
     """Forget every cached read (tests and benchmarks measure cold reads with it)."""
-    for fn in (_open, _array, _probes, _row, _chosen, _figure_json, _lens_ranks, _tokenizer):
+    for fn in (_open, _array, _probes, _row, _chosen, _figure_json, _lens_ranks, _lens_stats, _tokenizer):
         fn.cache_clear()
     clear_read_cache()
 

@@ -31,7 +31,8 @@ from probe.store import ArtifactStore
 
 Values = dict[str, dict[str, Any]]  # option group → {public name: value}
 _STAGES: dict[str, tuple[Callable[..., None], Callable[[], dict[str, list[Option]]]]] = {}
-ORDER = ("models", "eval", "compress", "recover", "costs", "capture", "runs", "analyze", "dashboard", "run", "demo")
+ORDER = ("models", "plan", "eval", "compress", "recover", "costs", "capture", "runs", "analyze", "dashboard", "run",
+         "demo")
 
 
 class _Group(TyperGroup):
@@ -191,7 +192,7 @@ def compress_cmd(values: Values,
 def _recover_settings() -> dict[str, list[Option]]:
     from probe.recover.spec import RecoverSpec  # lazily, for start-up time
 
-    return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device", "allow_pickle"))}
+    return {"spec": options(RecoverSpec), "load": options(ModelSpec, only=("device", "dtype", "allow_pickle"))}
 
 
 @stage("recover", _recover_settings)
@@ -220,7 +221,7 @@ def recover_cmd(values: Values,
 def _costs_settings() -> dict[str, list[Option]]:
     from probe.costs import CostSpec  # lazily, for start-up time (imports torch)
 
-    return {"spec": options(CostSpec), "load": options(ModelSpec, only=("allow_pickle",))}
+    return {"spec": options(CostSpec), "load": options(ModelSpec, only=("dtype", "allow_pickle"))}
 
 
 @stage("costs", _costs_settings)
@@ -268,7 +269,7 @@ def runs_cmd() -> None:
 def _analyze_settings() -> dict[str, list[Option]]:
     from probe.analysis.spec import AnalyzeSpec  # lazily, for start-up time
 
-    return {"spec": options(AnalyzeSpec), "load": options(ModelSpec, only=("allow_pickle",))}
+    return {"spec": options(AnalyzeSpec), "load": options(ModelSpec, only=("dtype", "allow_pickle"))}
 
 
 @stage("analyze", _analyze_settings)
@@ -305,6 +306,27 @@ def dashboard_cmd(values: Values) -> None:
     spec = build(DashboardSpec, values["spec"])
     _check_port(spec.host, spec.port)
     serve(spec.artifacts or ArtifactStore.default().root, host=spec.host, port=spec.port, debug=spec.debug)
+
+
+# ---- probe plan ----------------------------------------------------------------------------------
+def _plan_settings() -> dict[str, list[Option]]:
+    from probe.plan.predict import PlanSpec  # lazily, for start-up time (imports torch)
+
+    return {"spec": options(PlanSpec)}
+
+
+@stage("plan", _plan_settings)
+def plan_cmd(values: Values,
+             experiment: Annotated[str, typer.Argument(help="Experiment file (TOML), e.g. experiments/llama7b.toml.")]
+             ) -> None:
+    """Predicted peak memory, disk and time of every stage of an experiment, before it runs."""
+    from probe.experiment.spec import load_experiment  # lazily, for start-up time
+    from probe.plan.predict import PlanSpec, plan_experiment, plan_lines, plan_table  # lazily (imports torch)
+
+    result = plan_experiment(load_experiment(experiment), build(PlanSpec, values["spec"]))
+    out.print(plan_table(result))
+    for line in plan_lines(result):
+        out.print(line, markup=False, highlight=False)
 
 
 # ---- probe run / probe demo ----------------------------------------------------------------------

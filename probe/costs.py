@@ -2,9 +2,13 @@
 
 Per variant: extra parameters (what the recovery adds), extra KV positions (prompt/prefix
 length), forward latency on a batch of eval-split probe prompts, generation latency per token
-with a KV cache (greedy, after a prefill that is not counted), and memory. All variants are
-loaded into one process and timed round-robin (repeat r of every variant before repeat r+1),
-so machine load drifts hit them alike; medians over repeats are reported.
+with a KV cache (greedy, after a prefill that is not counted), and memory. One variant is held
+at a time (load, warm up, time, free), so the stage needs the memory of one model, not of all six (LLaMA-7B: ~13 GB in
+bfloat16 instead of ~160 GB in float32); medians over repeats are reported. Variants are timed
+one after another, so a machine-load drift between them is not cancelled out as round-robin
+timing would; repeat the stage on a quiet machine when the differences are small.
+
+The weights' dtype follows ``--dtype`` (``auto``: float16 on CUDA, float32 on CPU).
 
 LoRA is timed UNMERGED (peft side branch): merging into quantized/sparse weights would undo
 the compression, so the side branch is the deployment cost the paper compares.
@@ -16,6 +20,7 @@ at the end of generation — the part that differs between variants.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -133,45 +138,50 @@ def weight_bytes(loaded: LoadedVariant, extra_parameters: int) -> int:
     return dense + extra_parameters * next(iter(params.values())).element_size()
 
 
-def measure_costs(spec: CostSpec, allow_pickle: bool = False) -> dict:
-    """Load every built variant, time them round-robin, save and return the table as a dict."""
-    model = ModelSpec(spec.model, device=spec.device, dtype="float32", allow_pickle=allow_pickle)
+def measure_costs(spec: CostSpec, allow_pickle: bool = False, dtype: str = "auto") -> dict:
+    """Time every built variant, one loaded at a time; save and return the table as a dict."""
+    model = ModelSpec(spec.model, device=spec.device, dtype=dtype, allow_pickle=allow_pickle)
     names = built_variants(model, spec.compression)
-    loaded = {n: load_variant(VariantSpec(model, n, None if n == "original" else spec.compression)) for n in names}
-    first = next(iter(loaded.values())).base
-    ids, mask = probe_batch(first.tokenizer, spec.n_probes, first.device, spec.format)
-    fwd: dict[str, list[float]] = {n: [] for n in names}
-    gen: dict[str, list[float]] = {n: [] for n in names}
-    peak: dict[str, int] = {}
-    tokens: dict[str, list[list[int]]] = {}
-    for v in loaded.values():  # warm-up, untimed
-        forward_seconds(v.logits_fn, ids, mask)
-    for _ in track(range(spec.repeats), f"Timing {len(names)} variants"):
-        for n, v in loaded.items():
-            if first.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(first.device)
-            fwd[n].append(forward_seconds(v.logits_fn, ids, mask))
-            out, per_token, past = generate_greedy(v.logits_fn, ids, mask, spec.gen_tokens)
-            gen[n].append(per_token)
-            tokens[n] = out.tolist()
-            info = recovery_info(v.spec)
-            peak[n] = (torch.cuda.max_memory_allocated(first.device) if first.device.type == "cuda"
-                       else weight_bytes(v, info["extra_parameters"]) + cache_bytes(past))
-    rows = []
-    for n, v in loaded.items():
-        info = recovery_info(v.spec)
-        rows.append({"variant": n, **info,
-                     "forward_ms": 1e3 * statistics.median(fwd[n]),
-                     "gen_ms_per_token": 1e3 * statistics.median(gen[n]),
-                     "memory_mb": peak[n] / 2**20,
-                     "forward_ms_all": [1e3 * x for x in fwd[n]],
-                     "gen_ms_all": [1e3 * x for x in gen[n]]})
+    rows, tokens = [], {}
+    batch: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0, 0), torch.empty(0, 0))
+    device = torch.device("cpu")
+    for n in track(names, f"Timing {len(names)} variants, one at a time"):
+        v = load_variant(VariantSpec(model, n, None if n == "original" else spec.compression))
+        device = v.base.device
+        if not batch[0].numel():
+            batch = probe_batch(v.base.tokenizer, spec.n_probes, device, spec.format)
+        row, tokens[n] = time_variant(v, *batch, spec)
+        rows.append(row)
+        del v  # freed before the next variant loads
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     table = ArtifactStore.default().cost(model_key(model), spec.compression)
-    result = {"model": model_key(model), "compression": spec.compression, "device": str(first.device),
-              "batch": list(ids.shape), "threads": torch.get_num_threads(), "rows": rows,
+    result = {"model": model_key(model), "compression": spec.compression, "device": str(device),
+              "dtype": dtype, "batch": list(batch[0].shape), "threads": torch.get_num_threads(), "rows": rows,
               "greedy_tokens": tokens, "manifest": build_manifest("costs", spec)}
     path = table.write(result)
     return {**result, "path": str(path)}
+
+
+def time_variant(v: LoadedVariant, ids: torch.Tensor, mask: torch.Tensor, spec: CostSpec) -> tuple[dict, list]:
+    """One variant's row (medians over ``spec.repeats``, after an untimed warm-up) and its greedy tokens."""
+    device = ids.device
+    info = recovery_info(v.spec)
+    forward_seconds(v.logits_fn, ids, mask)  # warm-up, untimed
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    fwd, gen, out, past = [], [], None, None
+    for _ in range(spec.repeats):
+        fwd.append(forward_seconds(v.logits_fn, ids, mask))
+        out, per_token, past = generate_greedy(v.logits_fn, ids, mask, spec.gen_tokens)
+        gen.append(per_token)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else weight_bytes(v, info["extra_parameters"]) + cache_bytes(past))
+    row = {"variant": v.spec.variant, **info,
+           "forward_ms": 1e3 * statistics.median(fwd), "gen_ms_per_token": 1e3 * statistics.median(gen),
+           "memory_mb": peak / 2**20, "forward_ms_all": [1e3 * x for x in fwd], "gen_ms_all": [1e3 * x for x in gen]}
+    return row, out.tolist() if out is not None else []
 
 
 def cost_table(result: dict) -> Table:

@@ -541,6 +541,27 @@ class AnalysisArtifact(FolderArtifact):
         return self.path / "figures" / f"{check_name(name, 'figure')}.json"
 
 
+@dataclass(frozen=True)
+class LensArtifact(FolderArtifact):
+    """A capture's streamed logit-lens statistics (``stats.npz``: per fact and layer), made by `probe analyze`."""
+
+    model: str
+    run: str
+    kind: ClassVar[str] = "lens statistics"
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return ("lens", self.model, self.run)
+
+    @property
+    def command(self) -> str:
+        return f"`probe analyze --model {self.model} --force` (it recomputes them)"
+
+    @property
+    def stats_file(self) -> Path:
+        return self.path / "stats.npz"
+
+
 # ---- the store -----------------------------------------------------------------------------------
 class ArtifactStore:
     """Every artifact under one root. ``cached`` (the dashboard) caches JSON reads by modification time;
@@ -612,6 +633,9 @@ class ArtifactStore:
 
     def cost(self, model: str, compression: str) -> CostArtifact:
         return CostArtifact(self, check_name(model, "model"), check_name(compression, "compression label"))
+
+    def lens(self, model: str, run: str) -> LensArtifact:
+        return LensArtifact(self, check_name(model, "model"), check_name(run, "run name"))
 
     def analysis(self, name: str) -> AnalysisArtifact:
         return AnalysisArtifact(self, check_name(name, "analysis name"))

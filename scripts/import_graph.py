@@ -25,7 +25,7 @@ PACKAGES = ("probe", "dashboards")
 # Layers, top to bottom (DESIGN.md "Second wave"): an import may point to its own layer or below, never up.
 # The first matching prefix decides; a module matching none is an error of this table.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("entry", ("probe.cli", "probe.__main__", "probe.experiment", "dashboards")),
+    ("entry", ("probe.cli", "probe.__main__", "probe.experiment", "probe.plan", "dashboards")),
     ("stages", ("probe.compress", "probe.recover", "probe.capture", "probe.analysis", "probe.evaluation",
                 "probe.costs")),
     ("runtime", ("probe.runtime",)),

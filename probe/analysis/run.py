@@ -28,7 +28,7 @@ from probe.analysis.families.attention import attention_family
 from probe.analysis.families.cka import cka_family
 from probe.analysis.families.decodability import decodability_family
 from probe.analysis.families.divergence import divergence_family
-from probe.analysis.families.lens import lens_family
+from probe.analysis.families.lens import cached_lens_family
 from probe.analysis.families.patching import curves, patch_numbers, patching_family
 from probe.analysis.families.patching import summary as patch_summary
 from probe.analysis.figures import write_figures
@@ -44,7 +44,7 @@ from probe.errors import ProbeError
 from probe.models.bridge import hook_model
 from probe.models.load import load_model
 from probe.progress import console
-from probe.store import ArtifactStore
+from probe.store import ArtifactStore, model_key
 
 
 @dataclass
@@ -54,8 +54,12 @@ class AnalysisResult:
     verdict: str
 
 
-def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
-    """Run the analysis and write the store's analysis ``spec.folder_name``."""
+def analyze(spec: AnalyzeSpec, allow_pickle: bool = False, dtype: str = "auto") -> AnalysisResult:
+    """Run the analysis and write the store's analysis ``spec.folder_name``.
+
+    The original loads in ``dtype`` (``auto``: float32 on CPU) for its final norm and unembedding only,
+    which the lens upcasts to float32; CKA runs in float64, divergences in float32 or above.
+    """
     artifact = ArtifactStore.default().analysis(spec.folder_name)
     final = artifact.path
     if final.exists() and not spec.force:
@@ -63,7 +67,7 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
     t0 = time.perf_counter()
     rs = check_runs(find_runs(spec))
     bs.check_enough(len(rs.eval_rows), spec.min_facts, "the eval split")
-    base = load_model(ModelSpec(spec.model, model_path=spec.model_path, dtype="float32", allow_pickle=allow_pickle))
+    base = load_model(ModelSpec(spec.model, model_path=spec.model_path, dtype=dtype, allow_pickle=allow_pickle))
     model_hash = rs.runs["original"].manifest.get("parents", {}).get("model")
     if model_hash and model_hash != base.model_hash:
         raise ProbeError(f"the original capture was made from other weights ({model_hash}) than {spec.model} "
@@ -71,9 +75,10 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
     cands = cand.build(rs, base.tokenizer, spec.seed)
     lens = Lens.from_bridge(hook_model(base))
     tokenizer = base.tokenizer
+    model_hash_now = base.model_hash
     del base
 
-    lens_f = lens_family(rs, lens, cands.answers)
+    lens_f, streamed = cached_lens_family(rs, lens, cands.answers, model_key(spec.model), model_hash_now)
     div = divergence_family(rs)
     att = attention_family(rs)
     cka = cka_family(rs, spec.n_boot_cka, spec.seed)
@@ -106,6 +111,7 @@ def analyze(spec: AnalyzeSpec, allow_pickle: bool = False) -> AnalysisResult:
             runs={v: str(r.path) for v, r in rs.runs.items()}, layers=list(rs.layers), hooks=sorted(rs.hooks),
             position=POS, n_eval=len(rs.eval_rows), n_train=len(rs.train_rows), tables=sorted(tables.rows),
             figures=figures, seconds=round(time.perf_counter() - t0, 2), distractors=cands.distractors,
+            lens_streamed=streamed,
             lens="every variant is read through the ORIGINAL model's final norm and unembedding (compression "
                  "and recovery leave both untouched by default)"))
     console.print(f"analysis written in {time.perf_counter() - t0:.1f} s: {final}")

@@ -118,7 +118,7 @@ def _recover_stage(spec: ExperimentSpec, method: str) -> str:
     rspec = spec.recover_spec(method)
     return _built_or_reused(recovery_artifact(spec.model_spec, spec.target or "", method),
                             lambda: recover(rspec, device=spec.model_spec.device, with_eval=spec.recover_eval,
-                                            allow_pickle=spec.model_spec.allow_pickle,
+                                            allow_pickle=spec.model_spec.allow_pickle, dtype=spec.model_spec.dtype,
                                             rebuild_changed=True))
 
 
@@ -159,7 +159,7 @@ def _costs_stage(spec: ExperimentSpec) -> str:
     sources = list({a.path: a for v in spec.variants for a in _sources(spec, v)}.values())
     if table.is_fresh(spec_hash(cspec), sources):
         return "reused"
-    measure_costs(cspec, allow_pickle=spec.model_spec.allow_pickle)
+    measure_costs(cspec, allow_pickle=spec.model_spec.allow_pickle, dtype=spec.model_spec.dtype)
     return "built"
 
 
@@ -168,7 +168,7 @@ def _analyze_stage(spec: ExperimentSpec) -> str:
     aspec = spec.analyze_spec(tuple(c.name for c in captures))
     if ArtifactStore.default().analysis(aspec.folder_name).is_fresh(spec_hash(aspec), captures):
         return "reused"
-    analyze(aspec, allow_pickle=spec.model_spec.allow_pickle)
+    analyze(aspec, allow_pickle=spec.model_spec.allow_pickle, dtype=spec.model_spec.dtype)
     return "built"
 
 

@@ -12,7 +12,8 @@ Saved under ``artifacts/variants/<model>/<preset>/recover/<method>/``::
                         recovered (known to the original, lost by compression, regained)
 
 Teacher (the ORIGINAL model) and student (the compressed variant under the adapter) are both
-loaded in this process; the base weights are frozen. Original/compressed eval results saved by
+loaded in this process — the two models alive at once, the original only as the teacher (and for
+its eval-split result); the base weights are frozen. Original/compressed eval results saved by
 an earlier run with the same spec and parents are reused (they do not depend on the method).
 
 Measured with the defaults on SmolLM2-135M ``gptq3`` (2 CPU cores shared with other jobs, load
@@ -111,12 +112,14 @@ def summarise_eval(results: dict[str, dict]) -> dict:
 
 
 def recover(spec: RecoverSpec, device: str = "cpu", force: bool = False, with_eval: bool = True,
-            rebuild_changed: bool = False, allow_pickle: bool = False) -> Path:
+            rebuild_changed: bool = False, allow_pickle: bool = False, dtype: str = "auto") -> Path:
     """Train ``spec.method`` on the compressed variant, save it atomically; returns the folder.
 
     A finished recovery made with other settings is an error, or retrained with ``rebuild_changed``.
+    Teacher and student weights load in ``dtype`` (``auto``: float16 on CUDA, float32 on CPU); the
+    objective's log-softmax and KL run in float32 (:mod:`probe.recover.objective`).
     """
-    model_spec = ModelSpec(spec.model, device=device, dtype="float32", allow_pickle=allow_pickle)
+    model_spec = ModelSpec(spec.model, device=device, dtype=dtype, allow_pickle=allow_pickle)
     compressed_manifest = check_inputs(spec, model_spec)
     artifact = recovery_artifact(model_spec, spec.compression, spec.method)
     with artifact.lock():  # from the reuse check to the rename: a second `probe recover` of it is refused at once

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from probe import store
-from probe.config import ModelSpec
+from probe.config import DEFAULT_COMPRESSION, ModelSpec
 from probe.errors import ProbeError
+from probe.progress import console
 from probe.settings import setting
 from probe.store import check_name
 
@@ -25,8 +26,8 @@ class VariantSpec:
 
     model: ModelSpec
     variant: str = setting("original", "Which variant of the model", choices=VARIANTS)
-    compression: str | None = setting(None, "Compressed variant (preset), e.g. gptq3; needed by every variant "
-                                            "but the original", default_text="none (the original)")
+    compression: str | None = setting(None, "Compressed variant (preset) of every variant but the original",
+                                      default_text=f"{DEFAULT_COMPRESSION} (the study's), none for the original")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -35,9 +36,10 @@ class VariantSpec:
             if self.compression is not None:
                 raise ProbeError(f"--compression {self.compression} does not apply to --variant original (the "
                                  f"uncompressed model): drop it, or pass --variant compressed")
-        elif not self.compression:
-            raise ProbeError(f"variant {self.variant!r} needs --compression PRESET (e.g. gptq3)")
         else:
+            if not self.compression:  # the study's compression, said out loud
+                object.__setattr__(self, "compression", DEFAULT_COMPRESSION)
+                console.print(f"compression: {DEFAULT_COMPRESSION} (default)")
             check_name(self.compression, "--compression")
 
     @property
