@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from probe.knowledge.protocol import Prompted
 from probe.knowledge.schema import Fact
 from probe.knowledge.scoring import encode_facts
 from probe.models.hooks import HOOKS
@@ -72,16 +73,19 @@ def subject_span(tokenizer, prompt: str, subject: str, n_prompt: int) -> tuple[i
     return tuple(range(min(start, end - 1), end)) if end > 0 else ()
 
 
-def patch_items(facts: Sequence[Fact], tokenizer, max_positions: int, template: int = 0) -> list[PatchItem]:
-    """The scorer's encoding of each fact (:func:`encode_facts`), with the subject's positions."""
+def patch_items(facts: Sequence[Fact], tokenizer, max_positions: int, template: int = 0,
+                prompted: Sequence[Prompted] | None = None) -> list[PatchItem]:
+    """The scorer's encoding of each fact (:func:`encode_facts`) as ``prompted`` asks it (demonstrations,
+    then the query; zero-shot when not given), with the subject's positions in the query."""
     out = []
-    for fact, item in zip(facts, encode_facts(facts, tokenizer, template, max_positions), strict=True):
+    for fact, item in zip(facts, encode_facts(facts, tokenizer, template, max_positions, prompted), strict=True):
         n_ans = len(fact.answers)
         answer = item.conts[0]
-        prompt = list(item.prompt)
+        prompt = list(item.prefix) + list(item.prompt)
         out.append(PatchItem(tuple(prompt + list(answer[:-1])), len(prompt), tuple(answer),
                              tuple(dict.fromkeys(c[0] for c in item.conts[:n_ans])),
-                             subject_span(tokenizer, fact.prompt_for(template), fact.subject, len(prompt))))
+                             tuple(len(item.prefix) + i for i in subject_span(
+                                 tokenizer, fact.prompt_for(template), fact.subject, len(item.prompt)))))
     return out
 
 
@@ -200,11 +204,13 @@ class PatchResult:
     broken_full: dict[str, np.ndarray]
     unpatched_compressed: Outcome
     unpatched_original: Outcome
-    sanity_restored: np.ndarray  # compressed ← original at every position of the last layer
-    sanity_broken: np.ndarray  # original ← compressed at every position of the last layer
+    sanity_restored: np.ndarray  # compressed ← original at every position of the last layer (first token top-1)
+    sanity_broken: np.ndarray  # original ← compressed at every position of the last layer (first token no longer)
     has_subject: np.ndarray
     seconds: float
     runs: int  # patched forward passes over every fact (layers × modes × directions)
+    sanity_restored_full: np.ndarray | None = None  # the same checks, counting the whole answer
+    sanity_broken_full: np.ndarray | None = None
 
     @property
     def seconds_per_fact_layer(self) -> float:
@@ -229,13 +235,13 @@ def patch_facts(items: Sequence[PatchItem], load: BridgeLoader, layers: Sequence
     work = [(la, m) for la in layers for m in MODES]
     for la, m in track(work, "Patching original → compressed"):
         restored[m].append(comp.patched(orig_res, la, m))
-    sanity_restored = comp.patched(orig_res, last, SANITY).top1
+    sanity_comp = comp.patched(orig_res, last, SANITY)
     del comp, orig_res
     orig = Patcher(load("original"), items, pad_id, batch_size)
     broken: dict[str, list[Outcome]] = {m: [] for m in MODES}
     for la, m in track(work, "Patching compressed → original"):
         broken[m].append(orig.patched(comp_res, la, m))
-    sanity_broken = ~orig.patched(comp_res, last, SANITY).top1
+    sanity_orig = orig.patched(comp_res, last, SANITY)
     del orig
 
     def stack(d: dict[str, list[Outcome]], attr: str, flip: bool) -> dict[str, np.ndarray]:
@@ -244,5 +250,5 @@ def patch_facts(items: Sequence[PatchItem], load: BridgeLoader, layers: Sequence
 
     return PatchResult(tuple(layers), stack(restored, "top1", False), stack(restored, "full", False),
                        stack(broken, "top1", True), stack(broken, "full", True), plain_comp, plain_orig,
-                       sanity_restored, sanity_broken, np.array([bool(p.subject) for p in items]),
-                       time.perf_counter() - t0, 2 * len(work) + 2)
+                       sanity_comp.top1, ~sanity_orig.top1, np.array([bool(p.subject) for p in items]),
+                       time.perf_counter() - t0, 2 * len(work) + 2, sanity_comp.full, ~sanity_orig.full)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from probe.analysis.patching import MODES, Patcher, PatchItem, patch_facts, patch_items, subject_span
+from probe.knowledge.protocol import build_prompts
 from probe.knowledge.schema import Fact
 from probe.models.bridge import hook_module
 from probe.models.tiny import build_tiny_llama, tiny_tokenizer
@@ -100,3 +101,20 @@ def test_items_come_from_the_scorers_encoding_with_the_subject_positions():
     assert tok.decode([item.ids[p] for p in item.subject]).strip() == "France"
     assert item.firsts == (item.answer[0],) and tok.decode(list(item.answer)).strip() == "Paris"
     assert subject_span(tok, "nothing here", "France", 5) == ()
+
+
+def test_few_shot_items_carry_the_demonstrations_and_the_querys_own_subject():
+    """Patching asks as the captures ask: demonstrations first, the subject found in the query, not in them."""
+    tok = tiny_tokenizer()
+    demo = Fact(id="d", relation="capital", subject="Spain", object="Madrid", prompts=("The capital of Spain is",),
+                split="train")
+    fact = Fact(id="f", relation="capital", subject="France", object="Paris", prompts=("The capital of France is",),
+                split="eval")
+    prompted = build_prompts([fact], [demo, fact], 1, 0, warn=False)
+    (item,) = patch_items([fact], tok, 512, 0, prompted)
+    (plain,) = patch_items([fact], tok, 512)
+    assert prompted[0].prefix and item.n_prompt > plain.n_prompt
+    assert tok.decode(list(item.ids[: item.n_prompt])).startswith(prompted[0].prefix.strip()[:10])
+    assert tok.decode([item.ids[p] for p in item.subject]).strip() == "France"
+    assert item.subject[0] > item.n_prompt - plain.n_prompt - 1  # inside the query, after the demonstrations
+    assert item.answer == plain.answer

@@ -23,6 +23,7 @@ from probe.analysis.verdict import PatchCurve, PatchNumbers
 from probe.config import ModelSpec
 from probe.errors import ProbeError
 from probe.knowledge.loaders import load_probes
+from probe.knowledge.protocol import build_prompts
 from probe.models.bridge import hook_model
 from probe.models.load import load_model
 from probe.runtime.spec import VariantSpec, compress_command, variant_artifact
@@ -41,6 +42,22 @@ class PatchingFamily:
     result: PatchResult | None
     n_facts: int
     note: str = ""
+    answer: str = "first"  # the curves the verdict states: "full" where the captures' known is the full answer
+
+    def lost_here(self) -> np.ndarray:
+        """Patched facts the original answers and the compressed model does not, unpatched (as ``answer`` counts)."""
+        r = self.result
+        o, c = (r.unpatched_original.full, r.unpatched_compressed.full) if self.answer == "full" else \
+            (r.unpatched_original.top1, r.unpatched_compressed.top1)
+        return o & ~c
+
+    def sanity(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last layer patched everywhere, as ``answer`` counts: restored, broken, and the facts the original
+        answers unpatched."""
+        r = self.result
+        if self.answer == "full":
+            return r.sanity_restored_full, r.sanity_broken_full, r.unpatched_original.full
+        return r.sanity_restored, r.sanity_broken, r.unpatched_original.top1
 
 
 def skipped(note: str) -> PatchingFamily:
@@ -73,12 +90,16 @@ def patching_family(spec: AnalyzeSpec, rs: RunSet, lost: np.ndarray, allow_pickl
         return hook_model(load_model(model) if which == "original" else
                           load_variant(VariantSpec(model, "compressed", spec.compression)).base)
 
+    protocol = rs.runs["original"].manifest.get("protocol") or {}  # ask as the captures asked
+    shots, template = int(protocol.get("shots", 0)), int(protocol.get("template", 0))
+    prompted = build_prompts(chosen, tuple(facts.values()), shots, template, warn=False)
     first = load_model(model)
-    items = patch_items(chosen, first.tokenizer, first.max_positions)
+    items = patch_items(chosen, first.tokenizer, first.max_positions, template, prompted)
     pad_id = first.tokenizer.pad_token_id if first.tokenizer.pad_token_id is not None else 0
     del first
     result = patch_facts(items, load, rs.layers, pad_id, spec.patch_batch)
-    return PatchingFamily(spread(result, rows, len(lost)), result, len(rows))
+    answer = "first" if protocol.get("known", "first_token") == "first_token" else "full"
+    return PatchingFamily(spread(result, rows, len(lost)), result, len(rows), answer=answer)
 
 
 def spread(result: PatchResult, rows: np.ndarray, n_eval: int) -> dict[tuple[str, str, str], np.ndarray]:
@@ -125,31 +146,34 @@ def summary(fam: PatchingFamily, rows: list[dict]) -> dict:
     r = fam.result
     if r is None:
         return {"note": fam.note}
-    lost_here = r.unpatched_original.top1 & ~r.unpatched_compressed.top1
+    lost_here = fam.lost_here()
     return {
         "note": fam.note, "facts_patched": fam.n_facts, "lost_in_this_run": int(lost_here.sum()),
+        "answer_counted": {"first": "the answer's first token becomes top-1",
+                           "full": "the whole answer is the greedy choice (teacher forcing)"}[fam.answer],
         "directions": DIRECTIONS, "positions": {"last": "the prompt's last token", "subject": "the subject's tokens"},
-        "sanity": {"compressed_answers_unpatched": int(r.unpatched_compressed.top1.sum()),
-                   "original_misses_unpatched": int((~r.unpatched_original.top1).sum()),
-                   "restored_by_last_layer_everywhere": int((r.sanity_restored & lost_here).sum()),
-                   "broken_by_last_layer_everywhere": int((r.sanity_broken & r.unpatched_original.top1).sum()),
+        "sanity": {"compressed_answers_unpatched": int((r.unpatched_compressed.full if fam.answer == "full" else
+                                                            r.unpatched_compressed.top1).sum()),
+                   "original_misses_unpatched": int((~fam.sanity()[2]).sum()),
+                   "restored_by_last_layer_everywhere": int((fam.sanity()[0] & lost_here).sum()),
+                   "broken_by_last_layer_everywhere": int((fam.sanity()[1] & fam.sanity()[2]).sum()),
                    "of": int(lost_here.sum())},
         "seconds": round(r.seconds, 2), "seconds_per_fact_layer": r.seconds_per_fact_layer,
         "forward_passes_per_fact": r.runs, "curves": rows}
 
 
 def patch_numbers(fam: PatchingFamily, rows: list[dict]) -> PatchNumbers | None:
-    """The first-token curves of both directions and modes, for the verdict text."""
+    """The curves of both directions and modes that count as the captures' known does, for the verdict text."""
     r = fam.result
     if r is None:
         return None
     out = []
     for direction in DIRECTIONS:
         for mode in MODES:
-            sel = [x for x in rows if x["direction"] == direction and x["mode"] == mode and x["answer"] == "first"]
+            sel = [x for x in rows if x["direction"] == direction and x["mode"] == mode and x["answer"] == fam.answer]
             if sel:
                 out.append(PatchCurve(direction, mode, tuple(x["layer"] for x in sel),
                                       tuple(bs.Interval(x["mean"], x["lo"], x["hi"], x["n"]) for x in sel)))
-    lost_here = r.unpatched_original.top1 & ~r.unpatched_compressed.top1
-    return PatchNumbers(fam.n_facts, tuple(out), int((r.sanity_restored & lost_here).sum()), int(lost_here.sum()),
+    lost_here = fam.lost_here()
+    return PatchNumbers(fam.n_facts, tuple(out), int((fam.sanity()[0] & lost_here).sum()), int(lost_here.sum()),
                         r.seconds_per_fact_layer)
