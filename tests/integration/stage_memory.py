@@ -1,9 +1,10 @@
 """Run one stage of an experiment file in this process and print its peak RSS and the most models alive at once.
 
 ``python -m tests.integration.stage_memory EXPERIMENT.toml STAGE_KEY`` prints one JSON line. Models are
-counted for real: every ``load_model`` the stage modules imported is wrapped to count, after each
-load, the live ``transformers.PreTrainedModel`` roots (models not inside another), and a sampler
-thread counts them every half second (a merged LoRA copy is made without ``load_model``).
+counted for real: every ``transformers.PreTrainedModel`` built (``__init__``) or copied (``__setstate__``,
+as a merged LoRA copy is) is kept in a weak set, and after each of those and each ``load_model`` the
+live roots (models not inside another) are counted, in the main thread (a sampler thread calling
+``gc.get_objects`` crashed a loading interpreter: it sees objects under construction).
 """
 
 from __future__ import annotations
@@ -12,20 +13,23 @@ import gc
 import json
 import resource
 import sys
-import threading
 import time
+import weakref
 
+import torch
 import transformers
 
 from probe.experiment.run import _export_model_path, plan
 from probe.experiment.spec import load_experiment
 from probe.models import load as load_module
 
+LIVE: weakref.WeakSet = weakref.WeakSet()
+
 
 def models_alive() -> int:
-    """Live HF models that are not a submodule of another live HF model."""
+    """Live HF models that are not a submodule of another live HF model (unreachable ones collected first)."""
     gc.collect()
-    models = [o for o in gc.get_objects() if isinstance(o, transformers.PreTrainedModel)]
+    models = list(LIVE)
     inner = {id(m) for o in models for m in o.modules() if m is not o}
     return sum(1 for o in models if id(o) not in inner)
 
@@ -34,18 +38,14 @@ class Counter:
     def __init__(self) -> None:
         self.most = 0
         self.loads = 0
-        self.stop = threading.Event()
 
     def see(self) -> None:
         self.most = max(self.most, models_alive())
 
-    def sample(self) -> None:
-        while not self.stop.wait(0.5):
-            self.see()
-
 
 def install(counter: Counter) -> None:
     original = load_module.load_model
+    init, setstate = transformers.PreTrainedModel.__init__, torch.nn.Module.__setstate__
 
     def counted(*args, **kwargs):
         loaded = original(*args, **kwargs)
@@ -53,6 +53,19 @@ def install(counter: Counter) -> None:
         counter.see()
         return loaded
 
+    def built(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        LIVE.add(self)
+        counter.see()
+
+    def copied(self, state):
+        setstate(self, state)
+        if isinstance(self, transformers.PreTrainedModel):
+            LIVE.add(self)
+            counter.see()
+
+    transformers.PreTrainedModel.__init__ = built
+    torch.nn.Module.__setstate__ = copied
     for name, module in list(sys.modules.items()):  # our modules only: others import lazily on attribute access
         if name.startswith("probe.") and vars(module).get("load_model") is original:
             module.load_model = counted
@@ -65,12 +78,8 @@ def main(path: str, key: str) -> None:
     counter = Counter()
     install(counter)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    sampler = threading.Thread(target=counter.sample, daemon=True)
-    sampler.start()
     t0 = time.perf_counter()
     outcome = stages[key].run()
-    counter.stop.set()
-    sampler.join()
     counter.see()
     print(json.dumps({"stage": key, "outcome": outcome, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                       * 1024, "rss_before": before, "models_alive_max": counter.most, "loads": counter.loads,
