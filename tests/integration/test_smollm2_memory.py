@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# Not in the default run (`make test`): ten SmolLM2 stage processes take ~30 min on 2 cores. Run it with
+# `pytest -m memory tests/integration/test_smollm2_memory.py`. Known to fail today (issue 17 is open):
+# compress holds up to four HF models at once and a LoRA recovery three, and the plan's compress peak is 58% low.
+pytestmark = [pytest.mark.integration, pytest.mark.memory]
 
 ROOT = Path(__file__).parents[2]
 STAGES = ("compress:rtn3", "recover:lora", "capture:original", "capture:compressed", "capture:lora", "costs",
