@@ -57,7 +57,8 @@ def test_every_shipped_experiment_file_loads():
         assert spec.target in spec.compressions and spec.variants[:2] == ("original", "compressed"), path
     demo = load_experiment(ROOT / "experiments" / "smollm2.toml")
     assert demo.model == "smollm2-135m" and set(demo.recoveries) == {"prompt", "prefix", "idp", "lora"}
-    assert demo.compressions == ("gptq3",)  # sparsegpt50 is the study's (experiments/smollm2-study.toml)
+    assert demo.compressions == ("gptq3",)  # sparsegpt50 is the study's
+    assert load_experiment(ROOT / "experiments" / "smollm2-study.toml").compressions == ("gptq3", "sparsegpt50")
     assert [s.key for s in plan(demo)] == [  # the quick, useful views first: knowledge, then a first comparison
         "model", "eval:original", "compress:gptq3", "capture:original", "capture:compressed",
         "recover:prompt", "capture:prompt", "recover:prefix", "capture:prefix", "recover:idp", "capture:idp",
