@@ -12,6 +12,7 @@ import pytest
 
 from probe.artifacts import build_manifest, write_json_atomic
 from probe.errors import ProbeError
+from probe.knowledge.protocol import ProbeFormat
 from probe.store import MAX_NAME, ArtifactStore, check_name, model_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,8 +72,11 @@ def test_the_stages_handles_are_at_todays_paths(artifacts):
     spec = ModelSpec("tiny-llama")
     assert variant_artifact(spec, "rtn3").path == root / "variants/tiny-llama/rtn3"
     assert recovery_artifact(spec, "rtn3", "lora").path == root / "variants/tiny-llama/rtn3/recover/lora"
-    result = {"model": "tiny-llama", "variant": "idp", "compression": "rtn3", "probes": "builtin:eval", "template": 1}
+    result = {"model": "tiny-llama", "variant": "idp", "compression": "rtn3", "probes": "builtin:eval", "template": 1,
+              "protocol": ProbeFormat().describe()}
     assert result_artifact(result).path == root / "eval/tiny-llama/rtn3-idp/builtin-eval-t1.json"
+    zero_shot = {**result, "protocol": ProbeFormat(shots=0, known="first_token").describe()}
+    assert result_artifact(zero_shot).path == root / "eval/tiny-llama/rtn3-idp/builtin-eval-0shot-first_token-t1.json"
     cspec = CaptureSpec(variant=VariantSpec(ModelSpec("/models/local-folder"), "compressed", "rtn3"))
     assert capture_artifact(cspec).path == root / "captures/local-folder/rtn3-compressed-builtin-eval"
     assert AnalyzeSpec(model="org/hub-model", compression="rtn3").folder_name == "hub-model-rtn3"
