@@ -75,8 +75,10 @@ def test_probe_eval_json_on_builtin(smollm2_artifacts):
         assert key in data
     assert data["model"] == "smollm2-135m" and data["variant"] == "original"
     assert data["n_relations"] >= 15 and data["n_facts"] >= 400
-    assert 0.05 < data["top1_accuracy"] < 0.95
-    assert len(data["known_ids"]) == round(data["top1_accuracy"] * data["n_facts"])
+    assert 0.05 < data["top1_accuracy"] < 0.95 and 0.05 < data["known_rate"] < 0.95
+    assert data["protocol"]["shots"] == 3 and data["known_definition"] == data["protocol"]["known"] == "full_answer"
+    assert len(data["known_ids"]) == round(data["known_rate"] * data["n_facts"])
+    assert data["known_rate"] == pytest.approx(data["exact_match"])  # full answer: known is the greedy match
     saved = list((smollm2_artifacts / "eval" / "smollm2-135m" / "original").glob("*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["known_ids"] == data["known_ids"]
 
