@@ -70,7 +70,13 @@ def test_the_dashboard_starts_first_and_fills_in_while_the_tiny_experiment_runs(
         shot(dash_duo, "live-overview")
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the study and the dashboard stop together
-        rest = proc.communicate(timeout=120)[0]
+        try:
+            rest = proc.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest = proc.communicate()[0]
+            print("".join(output)[-4000:] + rest[-4000:], file=sys.stderr)
+            raise
     assert proc.returncode == 130, "".join(output) + rest
     status = json.loads((artifacts / "experiments" / "tiny.status.json").read_text())
     assert status["state"] in ("interrupted", "done"), status
