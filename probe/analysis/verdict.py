@@ -335,7 +335,8 @@ DECISIONS = {
 def verdict_text(v: VerdictInputs) -> str:
     """One paragraph: the decision, its numbers and intervals, the recoveries, hedged where needed."""
     head = (f"On {v.n_eval} eval facts, {v.model} knows {v.known_original.fmt(pct=True)} (as the captures' probe "
-            f"format counts known) and its {v.compression} compression {v.known_compressed.fmt(pct=True)} (95% bootstrap intervals, resampling "
+            f"format counts known) and its {v.compression} compression {v.known_compressed.fmt(pct=True)} "
+            f"(95% bootstrap intervals, resampling "
             f"subjects with their facts; the decodability layer is re-chosen in every resample).")
     if v.n_lost == 0:
         return head + " Compression loses no fact the original knows, so there is nothing to call displaced or " \
