@@ -31,7 +31,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from probe.knowledge.protocol import Prompted
 from probe.knowledge.schema import Fact
-from probe.knowledge.scoring import encode_facts
+from probe.knowledge.scoring import encode_facts, pad_right
 from probe.models.hooks import HOOKS
 from probe.progress import track
 
@@ -89,16 +89,6 @@ def patch_items(facts: Sequence[Fact], tokenizer, max_positions: int, template: 
     return out
 
 
-def _pad(items: Sequence[PatchItem], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p.ids) for p in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for i, p in enumerate(items):
-        ids[i, : len(p.ids)] = torch.tensor(p.ids)
-        mask[i, : len(p.ids)] = 1
-    return ids, mask
-
-
 @dataclass
 class Residuals:
     """Per layer and mode, each fact's residual rows at that mode's positions (CPU float32)."""
@@ -132,7 +122,7 @@ class Patcher:
 
     @torch.no_grad()
     def _run(self, batch: list[int], hooks: list) -> torch.Tensor:
-        ids, mask = _pad([self.items[k] for k in batch], self.pad_id)
+        ids, mask = pad_right([self.items[k].ids for k in batch], self.pad_id)
         device = next(self.bridge.parameters()).device
         return self.bridge.run_with_hooks(ids.to(device), fwd_hooks=hooks,
                                           attention_mask=mask.to(device)).float().cpu()

@@ -31,7 +31,7 @@ from probe.capture.arrays import ArraySpec
 from probe.errors import ProbeError
 from probe.knowledge.protocol import Prompted
 from probe.knowledge.schema import Fact
-from probe.knowledge.scoring import encode_pair
+from probe.knowledge.scoring import encode_pair, pad_right
 from probe.models.bridge import HOOKS
 from probe.runtime.variant import CaptureView
 
@@ -150,13 +150,7 @@ class Layout:
 
 def pad_batch(items: Sequence[ProbeInput], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and mask, as `probe eval` runs them."""
-    width = max(len(p.ids) for p in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for i, p in enumerate(items):
-        ids[i, : len(p.ids)] = torch.tensor(p.ids)
-        mask[i, : len(p.ids)] = 1
-    return ids, mask
+    return pad_right([p.ids for p in items], pad_id)
 
 
 class Recorder:

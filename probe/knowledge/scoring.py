@@ -142,7 +142,8 @@ def encode_facts(facts: Sequence[Fact], tokenizer, template: int, max_positions:
     return items
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids ``[len(rows), longest]`` and their attention mask (every stage pads this way)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -190,7 +191,7 @@ def _run(items: list[_Item], logits_fn: LogitsFn, pad_id: int, device: torch.dev
                 prefix_cache = {prefix: logits_fn(p, torch.ones_like(p), use_cache=True)[1]}
             past = _repeat_cache(prefix_cache[prefix], b)
         prompts = [items[k].prompt if share_prefix else items[k].prefix + items[k].prompt for k in batch]
-        p_ids, p_mask = _pad(prompts, pad_id)
+        p_ids, p_mask = pad_right(prompts, pad_id)
         p_mask = torch.cat([torch.ones(b, len(prefix), dtype=torch.long), p_mask], dim=1)
         logits, past = logits_fn(p_ids.to(device), p_mask.to(device), past=past, use_cache=True)
         last = torch.tensor([len(r) - 1 for r in prompts])
@@ -198,7 +199,7 @@ def _run(items: list[_Item], logits_fn: LogitsFn, pad_id: int, device: torch.dev
         rows = [(r, c) for r, k in enumerate(batch) for c in items[k].conts]
         owner = torch.tensor([r for r, _ in rows])
         past.batch_select_indices(owner.to(device))
-        c_ids, c_mask = _pad([c for _, c in rows], pad_id)
+        c_ids, c_mask = pad_right([c for _, c in rows], pad_id)
         mask = torch.cat([p_mask[owner], c_mask], dim=1)
         c_logp = torch.log_softmax(logits_fn(c_ids.to(device), mask.to(device), past=past)[0].float(), -1).cpu()
         results: dict[int, list] = {r: [] for r in range(b)}
