@@ -406,5 +406,9 @@ pio.read_json(result.path / "figures" / "lens_answer_top1.json")
 # %%
 pio.read_json(result.path / "figures" / "cross_cka_compressed.json")
 
+# %% [markdown]
+# The decision figure exists only when there are enough lost facts for a headline (section 5).
+
 # %%
-pio.read_json(result.path / "figures" / "verdict_decision.json")
+decision = result.path / "figures" / "verdict_decision.json"
+pio.read_json(decision) if decision.is_file() else print(f"no decision figure: {headline['n_lost']} lost facts")

@@ -71,15 +71,29 @@ def bake_quantized(model: torch.nn.Module, masks: dict[str, torch.Tensor] | None
 
 @torch.no_grad()
 def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A fresh HF model (same config minus ``quantization_config``) holding ``model``'s dense weights."""
+    """A fresh HF model (same config minus ``quantization_config``) holding ``model``'s dense weights.
+
+    The new model is built on the meta device and takes ``model``'s weight tensors as they are (no copy), so
+    the two share storage: dropping ``model`` afterwards leaves one model's weights in memory, not two.
+    Buffers outside the state dict (rotary frequencies) come from ``model`` too.
+    """
     cfg = model.config.__class__.from_dict({k: v for k, v in model.config.to_dict().items()
                                             if k != "quantization_config"})
     dtype = next(model.parameters()).dtype
-    plain = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=cfg._attn_implementation)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=cfg._attn_implementation)
     state = {k: v for k, v in model.state_dict().items() if k in plain.state_dict()}
-    missing, _ = plain.load_state_dict(state, strict=False)
+    missing, _ = plain.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_word_embeddings)]
     if missing:
         raise ProbeError(f"baked model lacks {len(missing)} weights (e.g. {missing[0]}): this is a bug, report it")
     plain.tie_weights()
+    source = dict(model.named_buffers())
+    for name, buf in list(plain.named_buffers()):
+        if buf.device.type == "meta":
+            owner, _, attr = name.rpartition(".")
+            plain.get_submodule(owner).register_buffer(attr, source[name].clone(), persistent=False)
+    left = [n for n, t in [*plain.named_parameters(), *plain.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise ProbeError(f"baked model left {left[0]} unset: this is a bug, report it")
     return plain.eval()

@@ -77,38 +77,56 @@ def _no_pin_memory() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def kept_hessians(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """The input Hessians GPTQ and SparseGPT build per layer (``∝ Σ x xᵀ``, float32, keyed by module name), kept.
+def hessian_errors(model: torch.nn.Module, original: dict[str, torch.Tensor]) -> Iterator[dict[str, float]]:
+    """Each layer's relative reconstruction error, from the input Hessian GPTQ or SparseGPT builds for it.
 
-    llmcompressor consumes them when it compresses a layer: GPTQ pops each from ``GPTQModifier._hessians`` in
-    ``gptq.helpers.prepare_batch`` (then divides a copy by the sample count), SparseGPT's ``sparsify_weight`` pops
-    it and damps and factorises it in place. Both module-level names are wrapped while this context is open:
-    GPTQ's popped tensor is kept as is (nothing writes to it afterwards), SparseGPT's is cloned before it is
-    damped. They are the Gram matrices of the inputs each layer received in llmcompressor's sequential pipeline,
-    i.e. with the earlier layers already compressed (its default ``propagate_error``). The scale (GPTQ: ``2 Σ x
-    xᵀ``, SparseGPT: a running mean) cancels in the report's relative error.
+    llmcompressor consumes a layer's Hessian (``∝ Σ x xᵀ``, float32) when it compresses the layer: GPTQ pops it
+    from ``GPTQModifier._hessians`` in ``gptq.helpers.prepare_batch`` (then divides a copy by the sample count)
+    and writes the quantized weights in ``update_batch_qparams``; SparseGPT's ``sparsify_weight`` pops it,
+    damps and factorises it in place and returns the pruned weight. Both module-level names are wrapped
+    while this context is open: the Hessian is held only until the layer's new weight exists, then
+    :func:`probe.compress.report.relative_error` against ``original`` (weights by module name) is stored and
+    the Hessian dropped, so at most one layer's Hessians are alive. The inputs are the ones each layer
+    received in llmcompressor's sequential pipeline, i.e. with the earlier layers already compressed (its
+    default ``propagate_error``). The scale (GPTQ: ``2 Σ x xᵀ``, SparseGPT: a running mean) cancels.
     """
     from llmcompressor.modifiers.gptq import base as gptq_base  # lazy: start-up time
     from llmcompressor.modifiers.pruning.sparsegpt import base as sgpt_base  # lazy: start-up time
 
+    from probe.compress.report import relative_error
+
     names = {id(m): n for n, m in model.named_modules()}
-    kept: dict[str, torch.Tensor] = {}
-    prepare_batch, sparsify_weight = gptq_base.prepare_batch, sgpt_base.sparsify_weight
+    errors: dict[str, float] = {}
+    pending: dict[str, torch.Tensor] = {}
+    prepare_batch, update_batch_qparams = gptq_base.prepare_batch, gptq_base.update_batch_qparams
+    sparsify_weight = sgpt_base.sparsify_weight
 
     def keeping_prepare_batch(batch, qparams, hessians, num_samples):
         for module in batch:
-            kept[names[id(module)]] = hessians[module]
+            pending[names[id(module)]] = hessians[module]
         return prepare_batch(batch, qparams, hessians, num_samples)
 
-    def keeping_sparsify_weight(*, module, hessians_dict, **kwargs):
-        kept[names[id(module)]] = hessians_dict[module].clone()
-        return sparsify_weight(module=module, hessians_dict=hessians_dict, **kwargs)
+    def measuring_update_batch_qparams(modules, quantized, *args, **kwargs):
+        for index, module in enumerate(modules):
+            name = names[id(module)]
+            errors[name] = relative_error(original[name], quantized[index], pending.pop(name))
+        return update_batch_qparams(modules, quantized, *args, **kwargs)
 
-    gptq_base.prepare_batch, sgpt_base.sparsify_weight = keeping_prepare_batch, keeping_sparsify_weight
+    def measuring_sparsify_weight(*, module, hessians_dict, **kwargs):
+        name = names[id(module)]
+        hessian = hessians_dict[module].clone()
+        loss, weight = sparsify_weight(module=module, hessians_dict=hessians_dict, **kwargs)
+        errors[name] = relative_error(original[name], weight, hessian)
+        return loss, weight
+
+    gptq_base.prepare_batch, gptq_base.update_batch_qparams = keeping_prepare_batch, measuring_update_batch_qparams
+    sgpt_base.sparsify_weight = measuring_sparsify_weight
     try:
-        yield kept
+        yield errors
     finally:
-        gptq_base.prepare_batch, sgpt_base.sparsify_weight = prepare_batch, sparsify_weight
+        gptq_base.prepare_batch, gptq_base.update_batch_qparams = prepare_batch, update_batch_qparams
+        sgpt_base.sparsify_weight = sparsify_weight
+        pending.clear()
 
 
 def run_oneshot(model: torch.nn.Module, tokenizer, texts: list[str], recipe: list, spec: CompressSpec) -> float:

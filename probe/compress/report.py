@@ -1,10 +1,13 @@
 """What compression did: per-layer reconstruction error and sparsity, perplexity, knowledge.
 
-Reconstruction error of a linear layer is ``||W_c X - W X||² / ||W X||²`` on the *original*
-model's calibration inputs ``X`` to that layer. It is computed from the Gram matrix
-``G = X Xᵀ`` (captured once with hooks) as ``tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)``, so each variant
-costs a few matrix products and no extra forward pass. AWQ rescales norms and preceding
-layers, so a layer's inputs change too: its per-layer error is not reported (``None``).
+Reconstruction error of a linear layer is ``||W_c X - W X||² / ||W X||²`` over calibration inputs ``X`` to
+that layer. Where GPTQ or SparseGPT builds the input Hessian ``G ∝ X Xᵀ`` anyway, the error is
+``tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)`` (:func:`relative_error`), taken as each layer is compressed
+(:func:`probe.compress.llmc.hessian_errors`); otherwise :func:`streamed_errors` runs the *original* model
+over the calibration texts once and sums both norms layer by layer. Neither keeps more than one layer's
+matrices, so memory does not grow with depth (all Gram matrices of LLaMA-7B would take 56 GB in float64).
+AWQ rescales norms and preceding layers, so a layer's inputs change too: its per-layer error is not
+reported (``None``).
 """
 
 from __future__ import annotations
@@ -24,52 +27,40 @@ from probe.runtime.spec import VariantSpec
 from probe.runtime.variant import LoadedVariant
 
 
-@torch.no_grad()
-def gram_matrices(model: torch.nn.Module, layers: dict[str, torch.nn.Linear],
-                  batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``X Xᵀ`` (float64, [in, in]) of each layer's inputs over the calibration batches.
+def relative_error(original: torch.Tensor, compressed: torch.Tensor, gram: torch.Tensor) -> float:
+    """``tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)`` in float64, ``G`` the Gram (or Hessian) of the layer's inputs."""
+    w, g = original.double(), gram.double()
+    delta = compressed.double() - w
+    return float(((delta @ g) * delta).sum() / ((w @ g) * w).sum())
 
-    Layers fed the same tensor share one product per batch. Products are summed in place in
-    float32 (a few dozen batches: relative error ~1e-6) and returned in float64; summing in float64
-    copied a 1536² matrix per layer and batch and made this step most of the wrapper's overhead.
+
+@torch.no_grad()
+def streamed_errors(model: torch.nn.Module, layers: dict[str, torch.nn.Linear], compressed: torch.nn.Module,
+                    batches: list[torch.Tensor]) -> dict[str, float]:
+    """``||ΔW X||² / ||W X||²`` per layer, ``X`` the inputs each layer of ``model`` (the original) receives.
+
+    One forward pass of ``model`` per batch; a pre-hook on each layer adds ``||X ΔWᵀ||²`` and ``||X Wᵀ||²``
+    (float32 products, float64 sums), with ``ΔW`` taken from ``compressed``'s layer of the same name.
     """
-    grams: dict[str, torch.Tensor] = {}
+    mods = dict(compressed.named_modules())
+    sums = {n: [0.0, 0.0] for n in layers}
     by_module = {id(m): n for n, m in layers.items()}
-    last: list = [None, None]  # (input tensor, its Gram): q/k/v and gate/up share one input
 
     def hook(mod, args):
         name = by_module[id(mod)]
-        if args[0] is not last[0]:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-            last[:] = [args[0], x.T @ x]
-        if name in grams:
-            grams[name].add_(last[1])
-        else:
-            grams[name] = last[1].clone()
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+        w = mod.weight.detach().float()
+        sums[name][0] += float((x @ (mods[name].weight.detach().float() - w).T).double().pow(2).sum())
+        sums[name][1] += float((x @ w.T).double().pow(2).sum())
 
     handles = [m.register_forward_pre_hook(hook) for m in layers.values()]
     try:
-        for ids in track(batches, "Capturing layer inputs"):
+        for ids in track(batches, "Reconstruction error per layer"):
             model(input_ids=ids)
     finally:
         for h in handles:
             h.remove()
-        last.clear()
-    return {name: g.double() for name, g in grams.items()}
-
-
-@torch.no_grad()
-def reconstruction_errors(original: dict[str, torch.Tensor], compressed: torch.nn.Module,
-                          grams: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Relative output error per layer, from the original weights and the compressed model."""
-    mods = dict(compressed.named_modules())
-    out = {}
-    for name, w in original.items():
-        w = w.double()
-        delta = mods[name].weight.detach().double() - w
-        g = grams[name]
-        out[name] = float(((delta @ g) * delta).sum() / ((w @ g) * w).sum())
-    return out
+    return {n: num / den for n, (num, den) in sums.items()}
 
 
 def layer_sparsity(model: torch.nn.Module, names: list[str]) -> dict[str, float]:

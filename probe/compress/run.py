@@ -21,14 +21,13 @@ from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
 from probe.artifacts import MANIFEST, build_manifest, spec_hash, write_json_atomic
 from probe.compress.bake import bake_quantized, plain_copy
-from probe.compress.llmc import kept_hessians, quantize_recipe, run_oneshot, sparsify_recipe
+from probe.compress.llmc import hessian_errors, quantize_recipe, run_oneshot, sparsify_recipe
 from probe.compress.report import (
-    gram_matrices,
     knowledge_and_perplexity,
     layer_sparsity,
     overall_sparsity,
-    reconstruction_errors,
     report_table,
+    streamed_errors,
 )
 from probe.compress.simple import magnitude_prune
 from probe.compress.spec import CompressSpec, check_against_model, target_linears
@@ -162,29 +161,31 @@ def _compress_locked(spec: CompressSpec, variant: VariantArtifact, loaded: Loade
         console.print(f"The {why} of {final} changed: rebuilding it")
         force = True
     layers = target_linears(loaded.model, spec)
-    original = {n: m.weight.detach().clone() for n, m in layers.items()}
+    original = {n: m.weight.detach() for n, m in layers.items()}  # ``loaded`` stays intact: a clone is compressed
     # an imported checkpoint needs no calibration (and then gets no per-layer reconstruction error)
     texts, calib = calibration_texts(spec, loaded) if not spec.from_path else ([], {"source": None})
-    reuse = bool(texts) and _builds_hessians(spec)
-    grams = _original_grams(loaded, layers, texts, spec.seq_len) if texts and not reuse else {}
+    reuse = bool(texts) and _last_pass_builds_hessians(spec)
     load_s = time.perf_counter() - start
-    reference = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
     with variant.writer(overwrite=force) as tmp:
+        errors: dict[str, float] = {}
         if spec.from_path:
             plain, stats = _load_compressed_tensors(Path(spec.from_path), allow_pickle)
         else:
-            with kept_hessians(reference.model) if reuse else contextlib.nullcontext({}) as hessians:
-                plain, stats = _apply(spec, reference, texts)
-            grams = grams or {n: h.double() for n, h in hessians.items() if n in layers}
+            copy_ = replace(loaded, model=_clone(loaded))  # the original stays intact for the report
+            with hessian_errors(copy_.model, original) if reuse else contextlib.nullcontext({}) as errors:
+                plain, stats = _apply(spec, copy_, texts)
+            del copy_  # ``plain`` holds its weights: two models alive (original and compressed), not three
+        measured = bool(texts) and spec.quantizer != "awq"
+        if measured and not reuse:
+            errors = streamed_errors(loaded.model, layers, plain, _calibration_ids(loaded, texts, spec.seq_len))
         names = list(layers)
         report = {
             "label": spec.label,
             "sparsity": overall_sparsity(plain, names),
             "effective_bits": spec.effective_bits(),
             "layer_sparsity": layer_sparsity(plain, names),
-            "reconstruction_error": {} if spec.quantizer == "awq" or not grams
-            else reconstruction_errors(original, plain, grams),
-            "reconstruction_inputs": None if spec.quantizer == "awq" or not grams
+            "reconstruction_error": {n: errors[n] for n in names if n in errors} if measured else {},
+            "reconstruction_inputs": None if not measured
             else "as compressed (earlier layers compressed)" if reuse else "original",
         }
         if evaluate:
@@ -208,17 +209,19 @@ def _compress_locked(spec: CompressSpec, variant: VariantArtifact, loaded: Loade
     return final
 
 
-def _builds_hessians(spec: CompressSpec) -> bool:
-    """One llmcompressor pass that builds input Hessians (GPTQ alone, SparseGPT alone): the report reuses them
-    instead of a forward pass of its own (:func:`probe.compress.llmc.kept_hessians`)."""
-    return (spec.quantizer == "gptq") != (spec.sparsifier == "sparsegpt")
+def _last_pass_builds_hessians(spec: CompressSpec) -> bool:
+    """GPTQ alone or SparseGPT alone: the one llmcompressor pass builds each layer's input Hessian and writes the
+    layer's final weights, so the report takes the error from it (:func:`probe.compress.llmc.hessian_errors`)
+    instead of a forward pass of its own. With a sparsifier and a quantizer the masks are re-applied after
+    baking, so the final weights come later."""
+    return (spec.quantizer == "gptq" and not spec.sparsifier) or (spec.sparsifier == "sparsegpt"
+                                                                  and not spec.quantizer)
 
 
-def _original_grams(loaded: LoadedModel, layers: dict, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
-    """The Gram matrices of each layer's inputs in the original model, over the calibration texts."""
-    ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=seq_len).input_ids.to(loaded.device)
-           for t in texts]
-    return gram_matrices(loaded.model, layers, ids)
+def _calibration_ids(loaded: LoadedModel, texts: list[str], seq_len: int) -> list[torch.Tensor]:
+    """The calibration texts as token ids, cut at ``seq_len``."""
+    return [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=seq_len).input_ids.to(loaded.device)
+            for t in texts]
 
 
 def _clone(loaded: LoadedModel) -> torch.nn.Module:

@@ -13,9 +13,10 @@ settings; nothing loads weights. Memory is the sum of what a stage holds at its 
   log-softmax, KL, gradient), eager attention ``batch × heads × tokens²``, and for training the
   saved activations of the backward pass (~34·hidden bytes per token and layer at 2-byte
   activations, Korthikanti et al. 2022) plus AdamW's three float32 copies of the trainable weights;
-* GPTQ's Hessians (``in_features²`` float32 per linear of the layer being compressed), the
-  calibration activations of one layer, and the plain dense copy the result is baked into (float32,
-  built on the CPU: host RAM when compressing on a GPU).
+* compression: the original (kept for the report) and the copy that is compressed (float32; the plain
+  model it is baked into shares its storage), GPTQ's Hessians (``in_features²`` float32 per linear of the
+  layer being compressed; the report's errors are taken per layer, not kept) and the calibration
+  activations of one layer.
 
 Disk: weights saved per variant, the capture's arrays (the recorder's own layout, uncompressed,
 an upper bound), adapters. Time: floating-point operations (2 per parameter per token forward,
@@ -181,15 +182,14 @@ def plan_experiment(exp: ExperimentSpec, spec: PlanSpec = PlanSpec()) -> Plan:
         c = exp.compress_spec(m)
         hessians = 4 * (6 * shape.hidden ** 2 + shape.intermediate ** 2)
         calib = 2 * c.n_calibration * c.seq_len * max(shape.hidden, shape.intermediate) * 4
-        parts = {"weights (float32)": p * 4, "GPTQ Hessians of a layer": hessians, "calibration activations": calib}
-        copy = p * 4  # the plain dense copy the compressed model is baked into (built on the CPU)
-        if not cuda:
-            parts["plain dense copy"] = copy
+        # the original (kept for the report) and the copy compressed in place, which the plain model shares
+        parts = {"weights (float32)": p * 4, "compressed copy (float32)": p * 4, "GPTQ Hessians of a layer": hessians,
+                 "calibration activations": calib}
         flops = 2 * p * c.n_calibration * c.seq_len + 2 * shape.layers * (4 * shape.hidden ** 3 + 3 * shape.hidden **
                                                                             2 * shape.intermediate)
         stages.append(StagePlan(f"compress:{m}", where, overhead + sum(parts.values()), p * 4, flops / rate +
                                 _load_seconds(p * 4), parts, "compress with --device cuda and a smaller "
-                                "n_calibration, or on a larger device", host=PROCESS_BYTES + copy if cuda else 0.0))
+                                "n_calibration, or on a larger device", host=PROCESS_BYTES if cuda else 0.0))
     for m in exp.recoveries:
         r = exp.recover_spec(m)
         tokens = r.seq_len + (r.n_tokens if m in ("prompt", "prefix", "idp") else 0)

@@ -4,7 +4,10 @@
 counted for real: every ``transformers.PreTrainedModel`` built (``__init__``) or copied (``__setstate__``,
 as a merged LoRA copy is) is kept in a weak set, and after each of those and each ``load_model`` the
 live roots (models not inside another) are counted, in the main thread (a sampler thread calling
-``gc.get_objects`` crashed a loading interpreter: it sees objects under construction).
+``gc.get_objects`` crashed a loading interpreter: it sees objects under construction). A model is
+counted once it is fully built (not from inside the ``__init__`` of the model that will hold it), models
+whose weights are all on the meta device (transformers builds those while loading) hold no memory and
+are not counted, and models that share their weight storage (a plain view of a compressed model) count once.
 """
 
 from __future__ import annotations
@@ -26,12 +29,23 @@ from probe.models import load as load_module
 LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
+def _storage(model: torch.nn.Module) -> set[int]:
+    """Data pointers of the model's weights that hold memory (not on the meta device)."""
+    return {p.untyped_storage().data_ptr() for p in model.parameters() if p.device.type != "meta"}
+
+
 def models_alive() -> int:
-    """Live HF models that are not a submodule of another live HF model (unreachable ones collected first)."""
+    """Live HF models holding weights of their own: not a submodule of another live HF model, not all on the meta
+    device, and not sharing most of their weight storage with a model already counted (unreachable ones
+    collected first)."""
     gc.collect()
     models = list(LIVE)
     inner = {id(m) for o in models for m in o.modules() if m is not o}
-    return sum(1 for o in models if id(o) not in inner)
+    counted: list[set[int]] = []
+    for storage in (_storage(o) for o in models if id(o) not in inner):
+        if storage and not any(len(storage & c) > len(storage) // 2 for c in counted):
+            counted.append(storage)
+    return len(counted)
 
 
 class Counter:
@@ -53,10 +67,17 @@ def install(counter: Counter) -> None:
         counter.see()
         return loaded
 
+    depth = [0]  # models under construction: an inner model is counted once the outer one is built
+
     def built(self, *args, **kwargs):
-        init(self, *args, **kwargs)
+        depth[0] += 1
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            depth[0] -= 1
         LIVE.add(self)
-        counter.see()
+        if depth[0] == 0:
+            counter.see()
 
     def copied(self, state):
         setstate(self, state)

@@ -14,9 +14,8 @@ from transformers import AutoModelForCausalLM
 
 from probe.compress import build_spec, compress
 from probe.compress.bake import bake_quantized, grid_error, plain_copy
-from probe.compress.llmc import kept_hessians, quantize_recipe, run_oneshot
-from probe.compress.report import reconstruction_errors
-from probe.compress.run import _apply, _ensure_folder, _original_grams, calibration_texts
+from probe.compress.llmc import hessian_errors, quantize_recipe, run_oneshot
+from probe.compress.run import _apply, _ensure_folder, calibration_texts
 from probe.compress.simple import magnitude_mask
 from probe.compress.spec import check_against_model, target_linears
 from probe.config import ModelSpec
@@ -159,12 +158,8 @@ def test_import_compressed_tensors_checkpoint(artifacts, tmp_path):
         compress(build_spec("tiny-llama", "gptq3", from_path=str(path)), force=True)
 
 
-def test_gram_matrices_equal_the_float64_product_of_each_layers_inputs():
-    from probe.compress.report import gram_matrices
-
-    loaded = load_model(ModelSpec("tiny-llama", dtype="float32"))
-    layers = target_linears(loaded.model, _spec("gptq3"))
-    batches = [loaded.tokenizer(t, return_tensors="pt").input_ids for t in TEXTS[:4]]
+def _reference_errors(loaded, layers, compressed, batches) -> dict[str, float]:
+    """The float64 Gram-matrix form ``tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)``, ``G`` summed from hooked inputs."""
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
@@ -179,20 +174,41 @@ def test_gram_matrices_equal_the_float64_product_of_each_layers_inputs():
             loaded.model(input_ids=ids)
     for h in handles:
         h.remove()
-    with torch.no_grad():
-        grams = gram_matrices(loaded.model, layers, batches)
-    assert set(grams) == set(layers)
-    for name, g in grams.items():
-        assert g.dtype == torch.float64
-        torch.testing.assert_close(g, seen[name], rtol=1e-5, atol=1e-4)
+    mods = dict(compressed.named_modules())
+    out = {}
+    for name, g in seen.items():
+        w = layers[name].weight.detach().double()
+        delta = mods[name].weight.detach().double() - w
+        out[name] = float(((delta @ g) * delta).sum() / ((w @ g) * w).sum())
+    return out
+
+
+def test_streamed_errors_equal_the_gram_matrix_form_on_the_original_inputs(tmp_path):
+    from probe.compress.report import streamed_errors
+
+    loaded = load_model(ModelSpec("tiny-llama", dtype="float32"))
+    spec = _spec("rtn3")
+    layers = target_linears(loaded.model, spec)
+    batches = [loaded.tokenizer(t, return_tensors="pt").input_ids for t in TEXTS[:4]]
+    _ensure_folder(loaded, tmp_path)
+    plain, _ = _apply(spec, replace(loaded, model=copy.deepcopy(loaded.model)), TEXTS)
+    got = streamed_errors(loaded.model, layers, plain, batches)
+    want = _reference_errors(loaded, layers, plain, batches)
+    assert set(got) == set(layers) and all(v > 0 for v in got.values())
+    for name in layers:
+        assert got[name] == pytest.approx(want[name], rel=1e-4), name
+    assert streamed_errors(loaded.model, layers, loaded.model, batches) == dict.fromkeys(layers, 0.0)
 
 
 @pytest.mark.parametrize("method", ["gptq3", "sparsegpt50"])
-def test_reused_hessians_give_the_reports_errors_of_the_original_inputs(method, tmp_path, monkeypatch):
-    """The report reuses the Hessians llmcompressor built instead of its own forward pass over the calibration
-    texts. Where both see the same inputs (every layer with llmcompressor's error propagation off; the first
-    decoder layer always) the per-layer errors are the ones the original-input Gram matrices give; with
-    propagation on (the default), later layers' inputs come from already-compressed layers and differ."""
+def test_hessian_errors_give_the_reports_errors_of_the_original_inputs(method, tmp_path, monkeypatch):
+    """The report takes each layer's error from the Hessian llmcompressor built instead of a forward pass of its
+    own over the calibration texts. Where both see the same inputs (every layer with llmcompressor's error
+    propagation off; the first decoder layer always) the per-layer errors are the ones the original inputs
+    give; with propagation on (the default), later layers' inputs come from already-compressed layers and
+    differ."""
+    from probe.compress.report import streamed_errors
+
     oneshot = llmcompressor.oneshot
     for propagate in (False, True):
         monkeypatch.setattr(llmcompressor, "oneshot", functools.partial(oneshot, propagate_error=propagate))
@@ -200,11 +216,14 @@ def test_reused_hessians_give_the_reports_errors_of_the_original_inputs(method, 
         spec = _spec(method)
         layers = target_linears(loaded.model, spec)
         original = {n: m.weight.detach().clone() for n, m in layers.items()}
-        old = reconstruction_errors(original, *_compressed(loaded, spec, tmp_path / f"{method}-{propagate}", layers))
-        with kept_hessians(loaded.model) as hessians:
-            plain, _ = _apply(spec, loaded, TEXTS)
-        assert set(hessians) == set(layers)
-        new = reconstruction_errors(original, plain, {n: h.double() for n, h in hessians.items()})
+        _ensure_folder(loaded, tmp_path / f"{method}-{propagate}")
+        compressed = replace(loaded, model=copy.deepcopy(loaded.model))
+        with hessian_errors(compressed.model, original) as new:
+            plain, _ = _apply(spec, compressed, TEXTS)
+        ids = [loaded.tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.seq_len).input_ids
+               for t in TEXTS]
+        old = streamed_errors(loaded.model, layers, plain, ids)
+        assert set(new) == set(layers)
         for name in layers:
             same = not propagate or name.startswith("model.layers.0.")
             if same:
@@ -212,10 +231,3 @@ def test_reused_hessians_give_the_reports_errors_of_the_original_inputs(method, 
         assert any(new[n] != pytest.approx(old[n], rel=1e-3) for n in layers if n.startswith("model.layers.1.")) \
             == propagate
 
-
-def _compressed(loaded, spec, folder, layers):
-    """A compressed copy of ``loaded`` (the model itself stays original) and the original-input Gram matrices."""
-    grams = _original_grams(loaded, layers, TEXTS, spec.seq_len)
-    _ensure_folder(loaded, folder)
-    plain, _ = _apply(spec, replace(loaded, model=copy.deepcopy(loaded.model)), TEXTS)
-    return plain, grams
