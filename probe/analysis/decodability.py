@@ -5,7 +5,7 @@ multiple-choice set of the probe file). Per-object classes cannot work here: spl
 most eval facts (every capital, every chemical symbol) have an object no train fact has. So a
 candidate ``c`` is scored from ``φ(h, c) = norm(h) ⊙ u_c`` — the final-normed residual times the
 unembedding row of the candidate's first token, both from the original model — by one binary
-scikit-learn logistic regression ("is this the answer?") shared by all facts; the fact's
+logistic regression (:mod:`probe.analysis.logistic`) ("is this the answer?") shared by all facts; the fact's
 prediction is its highest-scoring candidate. Summing ``φ`` with unit weights is the logit lens
 restricted to the candidates, so the probe is a learned, per-dimension re-weighting of the lens:
 it finds answers that are present in the residual but not read out in the original's basis.
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, KFold
 
+from probe.analysis.logistic import LogisticFit, fit_logistic
 from probe.errors import ProbeError
 
 
@@ -132,7 +132,7 @@ class CandidateProbe:
 
     pca: PCA | None
     rank: int
-    model: LogisticRegression
+    model: LogisticFit | None
     lens_scale: float
     pc_scale: float
 
@@ -170,7 +170,9 @@ def _basis(x: np.ndarray, rank: int, seed: int) -> tuple[PCA | None, float, floa
     lens_scale = float(x.sum(1).std()) or 1.0
     if rank == 0:
         return None, lens_scale, 1.0
-    pca = PCA(rank, random_state=seed).fit(x)
+    # exact and fastest where features are few (576 for SmolLM2); randomised where they are many (4096)
+    solver = "covariance_eigh" if x.shape[1] <= min(x.shape[0], 1024) else "auto"
+    pca = PCA(rank, svd_solver=solver, random_state=seed).fit(x)
     return pca, lens_scale, float(np.sqrt(pca.explained_variance_[0])) or 1.0
 
 
@@ -179,8 +181,8 @@ def fit_probe(data: ProbeData, *, c: float = 0.1, rank: int = 32, seed: int = 0)
     x, target = _rows(data)
     rank = _max_rank(x, rank)
     pca, lens_scale, pc_scale = _basis(x, rank, seed)
-    probe = CandidateProbe(pca, rank, LogisticRegression(C=c, max_iter=500, random_state=seed), lens_scale, pc_scale)
-    probe.model.fit(probe.features(data), target)
+    probe = CandidateProbe(pca, rank, None, lens_scale, pc_scale)
+    probe.model = fit_logistic(probe.features(data), target, c)
     return probe
 
 
@@ -206,9 +208,11 @@ def select_probe(train: ProbeData, *, groups: np.ndarray | None = None, c_grid: 
         top = _max_rank(x, max(rank_grid))
         pca, lens_scale, pc_scale = _basis(x, top, seed)
         full, full_test = _features(x, pca, top, lens_scale, pc_scale), _features(xt, pca, top, lens_scale, pc_scale)
+        warm: dict[int, np.ndarray] = {}  # per rank, warm-started along the ascending C grid
         for gi, (c, r) in enumerate(grid):
             r = min(r, top)
-            model = LogisticRegression(C=c, max_iter=500, random_state=seed).fit(full[:, : 1 + r], target)
+            model = fit_logistic(full[:, : 1 + r], target, c, init=warm.get(r))
+            warm[r] = model.packed
             scores = np.full(test.cands.mask.shape, -np.inf)
             scores[test.cands.mask] = model.decision_function(full_test[:, : 1 + r])
             hits[gi] += (scores.argmax(1) == test.cands.answer).sum()
