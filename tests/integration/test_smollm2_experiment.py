@@ -55,6 +55,7 @@ probes = "{_probe_file(folder)}"
 full_attention = 4
 [costs]
 repeats = 1
+n_probes = 8
 [analyze]
 n_boot = 200
 n_boot_cka = 20

@@ -66,15 +66,17 @@ def _probe(*args: str, env_root) -> CliResult:
 
 
 def test_probe_eval_json_on_builtin(smollm2_artifacts):
+    # four relations (136 facts, currencies with multi-token answers): the whole set's numbers are measured by
+    # scripts/measure_protocol.py, not here
     res = _probe("eval", "--model", "smollm2-135m", "--probes", "builtin", "--split", "eval", "--json",
-                 env_root=smollm2_artifacts)
+                 "--relations", "capital,chemical_symbol,currency,moon_planet", env_root=smollm2_artifacts)
     assert res.code == 0, res.stderr
     data = json.loads(res.stdout)
     for key in ("model", "variant", "n_facts", "n_relations", "top1_accuracy", "mc_accuracy", "per_relation",
                 "known_ids"):
         assert key in data
     assert data["model"] == "smollm2-135m" and data["variant"] == "original"
-    assert data["n_relations"] >= 15 and data["n_facts"] >= 400
+    assert data["n_relations"] == 4 and data["n_facts"] == 48 + 32 + 29 + 27
     assert 0.05 < data["top1_accuracy"] < 0.95 and 0.05 < data["known_rate"] < 0.95
     assert data["protocol"]["shots"] == 3 and data["known_definition"] == data["protocol"]["known"] == "full_answer"
     assert len(data["known_ids"]) == round(data["known_rate"] * data["n_facts"])
