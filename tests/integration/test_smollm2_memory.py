@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-# Not in the default run (`make test`): ten SmolLM2 stage processes take ~30 min on 2 cores. Run it with
-# `pytest -m memory tests/integration/test_smollm2_memory.py`. Known to fail today (issue 17 is open):
-# compress holds up to four HF models at once and a LoRA recovery three, and the plan's compress peak is 58% low.
+# Not in the default run (`make test`): seven SmolLM2 stage processes. Run it with
+# `pytest -m memory tests/integration/test_smollm2_memory.py` (~10 min: two passed on 2026-12-04).
 pytestmark = [pytest.mark.integration, pytest.mark.memory]
 
 ROOT = Path(__file__).parents[2]
