@@ -40,9 +40,10 @@ def test_llama7b_on_an_80_gb_gpu_fits_every_stage(monkeypatch, artifacts):
     stages = {s.key: s for s in plan.stages}
     assert set(stages) >= {"compress:gptq3", "recover:idp", "capture:lora", "costs", "analyze"}
     assert plan.problems() == [] and plan_lines(plan)[0].startswith("every stage fits")
-    # the teacher and the student in float16: 2 × 13.5 GB, and float32 GPTQ: 27 GB of weights
+    # the teacher and the student in float16: 2 × 13.5 GB; GPTQ: the original and the copy it compresses, both
+    # float32 (2 × 27 GB), plus one layer's Hessians
     assert 27 * GB < stages["recover:prompt"].memory < 40 * GB
-    assert 27 * GB < stages["compress:gptq3"].memory < 40 * GB
+    assert 54 * GB < stages["compress:gptq3"].memory < 60 * GB
     assert stages["capture:original"].memory < stages["capture:lora"].memory  # LoRA's merged copy
 
 
